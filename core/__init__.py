@@ -1,0 +1,1 @@
+"""AwareRestore model library: pure torch (+ diffusers / open_clip / torchvision), no ComfyUI imports."""
