@@ -1,0 +1,5 @@
+"""``python -m aware_restore``."""
+
+from .cli import main
+
+raise SystemExit(main())

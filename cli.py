@@ -1,0 +1,136 @@
+"""Command-line interface: ``aware-restore`` / ``python -m aware_restore``.
+
+Built-in sub-commands: ``info`` (model folders searched, files found and their detected family), ``convert``
+(any supported checkpoint → inference-only safetensors) and ``download`` (official weights via
+huggingface_hub). Each model family adds its own sub-commands from ``core/<family>/cli.py`` (``register``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .core import paths
+from .core.checkpoint import CheckpointError, load_state_dict, save_safetensors
+from .core.registry import FAMILIES, describe, detect_family
+
+log = logging.getLogger("aware_restore")
+
+FAMILY_CLIS = ("daclip", "irsde", "ram", "seesr", "ssen")
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    report = {"version": __version__, "roots": [], "files": []}
+    for folder in paths.MODEL_FOLDERS:
+        for d in paths.folder_dirs(folder, args.models_dir):
+            report["roots"].append({"folder": folder, "path": str(d), "exists": d.is_dir()})
+        for f in paths.model_files(folder, args.models_dir):
+            entry = {"folder": folder, "file": str(f), "size_mb": round(f.stat().st_size / 2**20, 1)}
+            try:
+                sd = load_state_dict(f)
+                entry["family"] = detect_family(sd) or "unknown"
+                entry["looks_like"] = describe(sd)
+            except CheckpointError as exc:
+                entry["family"] = "unreadable"
+                entry["error"] = str(exc)
+            report["files"].append(entry)
+    if args.json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return 0
+    lines = [f"AwareRestore {__version__}", "Model folders searched:"]
+    lines += [f"  [{r['folder']:6}] {r['path']}{'' if r['exists'] else '  (missing)'}" for r in report["roots"]]
+    if not report["roots"]:
+        lines.append("  (none: pass --models-dir, or set AWARE_RESTORE_MODELS or COMFYUI_DIR)")
+    lines.append("Model files found:")
+    lines += [f"  {e['family']:17} {e['size_mb']:9.1f} MB  {e['file']}" for e in report["files"]]
+    if not report["files"]:
+        lines.append("  (none)")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    src, dst = Path(args.input), Path(args.output)
+    if dst.suffix != ".safetensors":
+        raise SystemExit("convert: the output file must end in .safetensors")
+    sd = load_state_dict(src)
+    family = detect_family(sd)
+    if family is None:
+        raise SystemExit(f"convert: '{src}' is not a model this pack knows ({describe(sd)}); refusing to convert")
+    keep = FAMILIES[family].keep
+    kept = {k: v for k, v in sd.items() if keep(k)}
+    import torch
+
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[args.dtype]
+    save_safetensors(kept, dst, metadata={"family": family, "source": src.name}, dtype=dtype)
+    sys.stdout.write(f"{family}: kept {len(kept)} of {len(sd)} tensors -> {dst} "
+                     f"({dst.stat().st_size / 2**20:.1f} MB)\n")
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from .core import download
+
+    if args.name == "list":
+        for name, spec in download.OFFICIAL.items():
+            sys.stdout.write(f"{name:28} -> models/{spec.folder}/  {spec.url}\n")
+        return 0
+    roots = paths.model_roots(args.models_dir)
+    if not roots:
+        raise SystemExit("download: no models folder; pass --models-dir or set COMFYUI_DIR")
+    path = download.fetch(args.name, roots[0])
+    sys.stdout.write(f"{path}\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aware-restore", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--models-dir", action="append", default=[], metavar="DIR",
+                        help="a ComfyUI-style models folder (repeatable); also $AWARE_RESTORE_MODELS, $COMFYUI_DIR")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("info", help="list the model folders searched and the model files found")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("convert", help="convert a checkpoint to an inference-only .safetensors file")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("download", help="download an official weight file into the right models folder "
+                                         "('list' shows the known files)")
+    p.add_argument("name")
+    p.set_defaults(func=_cmd_download)
+
+    for family in FAMILY_CLIS:
+        try:
+            module = importlib.import_module(f".core.{family}.cli", __package__)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.endswith(f"core.{family}.cli"):
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        log.error("%s", exc)
+        return 1

@@ -1,0 +1,42 @@
+"""ARColorFix: colour-correct an image towards a reference (SeeSR's AdaIN / wavelet colour fix)."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..core import colorfix, image as core_image
+from . import common
+
+
+class ARColorFix(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ARColorFix",
+            display_name="Colour Fix (AdaIN / Wavelet)",
+            category=f"{common.CATEGORY}/Utils",
+            description="Transfers the colours of a reference image onto an image: 'wavelet' keeps the image's high "
+                        "frequencies and takes the low frequencies from the reference (SeeSR's default), 'adain' "
+                        "matches per-channel mean and std. The reference may have any size; it is resized to the image.",
+            inputs=[
+                io.Image.Input("image", tooltip="The image to correct (e.g. a super-resolved or restored result)."),
+                io.Image.Input("reference", tooltip="The colour reference (e.g. the low-resolution input); any size. "
+                               "One reference for the whole batch, or one per image."),
+                io.Combo.Input("method", options=["wavelet", "adain"], default="wavelet",
+                               tooltip="wavelet: low frequencies from the reference; adain: mean/std transfer."),
+            ],
+            outputs=[io.Image.Output(display_name="image", tooltip="The colour-corrected image, clamped to [0,1], "
+                                     "alpha of the input image kept.")],
+        )
+
+    @classmethod
+    def execute(cls, image, reference, method="wavelet") -> io.NodeOutput:
+        x, alpha = common.image_to_bchw(image)
+        ref, _ = common.image_to_bchw(reference)
+        ref = common.broadcast_batch(ref, x.shape[0], "reference")
+        ref = core_image.resize(ref, x.shape[-2:], mode="bicubic", antialias=True, clamp=True)
+        out = colorfix.color_fix(x, ref, method)
+        return io.NodeOutput(common.bchw_to_image(out, alpha))
+
+
+NODES = [ARColorFix]
