@@ -1,0 +1,1 @@
+"""Test double of the ``comfy`` package (only the modules the pack imports)."""

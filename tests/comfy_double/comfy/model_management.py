@@ -1,0 +1,100 @@
+"""Test double of ``comfy.model_management``: a CPU-only device, recorded loads, interruption."""
+
+from __future__ import annotations
+
+import torch
+
+OOM_EXCEPTION = torch.cuda.OutOfMemoryError
+FORCE_FP32 = False
+
+loaded_calls: list[dict] = []  # every load_models_gpu call, for assertions
+_interrupted = False
+
+
+class InterruptProcessingException(Exception):
+    pass
+
+
+def get_torch_device():
+    return torch.device("cpu")
+
+
+def unet_offload_device():
+    return torch.device("cpu")
+
+
+def intermediate_device():
+    return torch.device("cpu")
+
+
+def text_encoder_device():
+    return torch.device("cpu")
+
+
+def vae_device():
+    return torch.device("cpu")
+
+
+def is_device_cpu(device) -> bool:
+    return torch.device(device).type == "cpu"
+
+
+def should_use_fp16(device=None, model_params=0, prioritize_performance=True, manual_cast=False):
+    if device is not None and is_device_cpu(device):
+        return False
+    return False
+
+
+def should_use_bf16(device=None, model_params=0, prioritize_performance=True, manual_cast=False):
+    if device is not None and is_device_cpu(device):
+        return False
+    return False
+
+
+def vae_dtype(device=None, allowed_dtypes=[]):
+    return torch.float32
+
+
+def unet_dtype(device=None, model_params=0, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32],
+               weight_dtype=None):
+    return torch.float32
+
+
+def module_size(module) -> int:
+    return sum(t.nelement() * t.element_size() for t in module.state_dict().values())
+
+
+def free_memory(memory_required, device, keep_loaded=[]):
+    return []
+
+
+def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
+                    force_full_load=False):
+    loaded_calls.append({"models": list(models), "memory_required": memory_required})
+    for m in models:
+        m.model.to(m.load_device)
+        m.loaded = True
+
+
+def load_model_gpu(model):
+    return load_models_gpu([model])
+
+
+def soft_empty_cache(force=False):
+    pass
+
+
+def interrupt_current_processing(value=True):
+    global _interrupted
+    _interrupted = value
+
+
+def processing_interrupted():
+    return _interrupted
+
+
+def throw_exception_if_processing_interrupted():
+    global _interrupted
+    if _interrupted:
+        _interrupted = False
+        raise InterruptProcessingException()

@@ -1,0 +1,1 @@
+"""Test double of ``comfy_api``."""
