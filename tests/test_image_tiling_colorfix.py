@@ -1,0 +1,121 @@
+"""Shared core helpers: image conversion, resizing, padding, tiling and colour fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from aware_restore.core import colorfix
+from aware_restore.core import image as im
+from aware_restore.core.tiling import blend_window, tile_origins, tiled_apply
+from conftest import FIXTURES, make_test_image
+
+
+def test_comfy_roundtrip_keeps_alpha_and_handles_gray():
+    rgba = torch.rand(2, 10, 12, 4)
+    rgb, alpha = im.from_comfy(rgba)
+    assert rgb.shape == (2, 3, 10, 12) and alpha.shape == (2, 1, 10, 12)
+    torch.testing.assert_close(im.to_comfy(rgb, alpha), rgba)
+    gray, a = im.from_comfy(torch.rand(1, 5, 6, 1))
+    assert gray.shape == (1, 3, 5, 6) and a is None and torch.equal(gray[:, 0], gray[:, 2])
+    with pytest.raises(im.ImageInputError, match="1 to 4 channels"):
+        im.from_comfy(torch.rand(1, 5, 6, 5))
+    with pytest.raises(im.ImageInputError, match="empty"):
+        im.from_comfy(torch.rand(0, 5, 6, 3))
+
+
+def test_alpha_is_resized_to_the_output():
+    rgb, alpha = im.from_comfy(torch.rand(1, 8, 8, 4))
+    out = im.to_comfy(torch.rand(1, 3, 32, 32), alpha)
+    assert out.shape == (1, 32, 32, 4)
+
+
+def test_load_image_16bit_gray_rgba(tmp_path):
+    arr16 = (np.linspace(0, 65535, 20 * 30).reshape(20, 30)).astype(np.uint16)
+    Image.fromarray(arr16).save(tmp_path / "g16.png")
+    x = im.load_image(tmp_path / "g16.png")
+    assert x.shape == (1, 3, 20, 30)
+    assert abs(float(x.max()) - 1.0) < 1e-6 and float(x[0, 0, 0, 1]) == pytest.approx(arr16[0, 1] / 65535, abs=1e-6)
+    Image.fromarray(make_test_image(12, 14, channels=4)).save(tmp_path / "a.png")
+    assert im.load_image(tmp_path / "a.png").shape == (1, 3, 12, 14)
+    assert im.load_image(tmp_path / "a.png", keep_alpha=True).shape == (1, 4, 12, 14)
+
+
+def test_pad_to_multiple_reflect_and_tiny():
+    x = torch.arange(30.0).view(1, 1, 5, 6)
+    p, size = im.pad_to_multiple(x, 4)
+    assert p.shape == (1, 1, 8, 8) and size == (5, 6)
+    assert torch.equal(p[..., 5, :6], x[..., 3, :])  # reflect
+    tiny, _ = im.pad_to_multiple(torch.ones(1, 3, 2, 3), 16)  # too small to reflect -> replicate
+    assert tiny.shape == (1, 3, 16, 16) and torch.all(tiny == 1)
+    assert torch.equal(im.crop(p, size), x)
+
+
+def test_resize_matches_pil_bicubic_within_stated_tolerance():
+    src = make_test_image(97, 131, seed=4)
+    x = torch.from_numpy(src).permute(2, 0, 1)[None].float() / 255
+    for size in [(40, 50), (200, 260)]:
+        ours = im.resize(x, size, mode="bicubic", antialias=True, clamp=True)
+        pil = np.asarray(Image.fromarray(src).resize((size[1], size[0]), Image.BICUBIC)).astype(np.float32) / 255
+        ours_u8 = np.round(ours[0].permute(1, 2, 0).numpy() * 255) / 255
+        assert np.abs(ours_u8 - pil).max() <= im.PIL_BICUBIC_TOLERANCE + 1e-6
+
+
+def test_tile_origins_cover_and_snap():
+    assert tile_origins(100, 128, 16) == [0]
+    o = tile_origins(300, 128, 32)
+    assert o[0] == 0 and o[-1] == 300 - 128 and all(b - a <= 96 for a, b in zip(o, o[1:]))
+    assert blend_window(7, 9, "linear", 3).min() > 0 and blend_window(7, 9, "gaussian").min() > 0
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "linear"])
+def test_tiled_apply_is_exact_for_pointwise_models(blend):
+    x = torch.rand(2, 3, 150, 170)
+    fn = lambda t: torch.nn.functional.interpolate(t * 2 + 1, scale_factor=2, mode="nearest")  # noqa: E731
+    calls = []
+    out = tiled_apply(fn, x, tile=64, overlap=16, scale=2, blend=blend, progress=lambda d, t: calls.append((d, t)))
+    torch.testing.assert_close(out, fn(x), rtol=1e-5, atol=1e-5)
+    assert calls[-1][0] == calls[-1][1] > 1
+    assert torch.equal(tiled_apply(fn, x[..., :60, :60], tile=64), fn(x[..., :60, :60]))
+
+
+def test_tiled_apply_halves_tile_on_oom():
+    seen = []
+
+    def fn(t):
+        seen.append(t.shape[-1])
+        if t.shape[-1] > 64:
+            raise torch.OutOfMemoryError("fake OOM")
+        return t + 1
+
+    x = torch.rand(1, 3, 200, 200)
+    out = tiled_apply(fn, x, tile=256, overlap=32, min_tile=32)
+    torch.testing.assert_close(out, x + 1)
+    assert 200 in seen and max(seen[-3:]) <= 64
+    with pytest.raises(torch.OutOfMemoryError):
+        tiled_apply(lambda t: (_ for _ in ()).throw(torch.OutOfMemoryError("x")), x, tile=128, min_tile=100)
+
+
+def test_colorfix_matches_official_functions():
+    fx = load_file(str(FIXTURES / "colorfix" / "colorfix.safetensors"))
+    content, ref = fx["content"].clone(), fx["reference"].clone()
+    torch.testing.assert_close(colorfix.adain(content, ref), fx["adain"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(colorfix.wavelet(content, ref), fx["wavelet"], atol=1e-5, rtol=1e-5)
+    # the official PIL wrappers: uint8 in, clamp, truncate to uint8
+    c8 = fx["pil.content_u8"].permute(2, 0, 1)[None].float() / 255
+    r8 = fx["pil.reference_u8"].permute(2, 0, 1)[None].float() / 255
+    for name, fn in (("adain", colorfix.adain), ("wavelet", colorfix.wavelet)):
+        out = (fn(c8, r8).clamp(0, 1)[0].permute(1, 2, 0) * 255).to(torch.uint8)
+        assert torch.equal(out, fx[f"pil.{name}_u8"]), name
+
+
+def test_colorfix_is_batch_safe_and_checks_sizes():
+    a, b = torch.rand(3, 3, 33, 47), torch.rand(3, 3, 33, 47)
+    batched = colorfix.wavelet(a, b)
+    for i in range(3):
+        torch.testing.assert_close(batched[i:i + 1], colorfix.wavelet(a[i:i + 1], b[i:i + 1]))
+    with pytest.raises(ValueError, match="same size"):
+        colorfix.adain(a, torch.rand(3, 3, 10, 10))
