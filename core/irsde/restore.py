@@ -1,0 +1,169 @@
+"""Universal restoration: DA-CLIP embeddings condition the IR-SDE network, which reverses the SDE from the
+degraded image.
+
+Randomness: image ``b`` of a batch uses its own ``torch.Generator`` (on the CPU) seeded with ``seed + b``, which
+draws, at the full image size, first the start noise and then one noise field per step. A batch therefore gives
+exactly the results of running its images one at a time with seeds ``seed, seed + 1, ...``, and CPU and GPU
+runs consume the same noise.
+
+Tiling: with ``tile`` set, the network is evaluated tile by tile at every step (overlapping tiles, blended with
+:func:`..tiling.tiled_apply`) while the SDE state and the noise stay global. Seams are blended at every step,
+so the tiles never drift apart; the only change is that the network's deepest self-attention sees its tile
+instead of the whole image. An image that fits in one tile gives exactly the untiled result.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from ..image import ImageInputError, merge_alpha, split_alpha
+from ..progress import Progress
+from ..tiling import tiled_apply
+from .sde import IRSDE
+from .unet import ConditionalUNet
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("posterior", "sde")
+DEFAULT_STEPS = 100
+PAIRS = {512: ("universal-ir.pth", "daclip_ViT-B-32.pt"), 768: ("wild-ir.pth", "wild-daclip_ViT-L-14.pt")}
+
+
+class ContextMismatchError(ValueError):
+    """The DA-CLIP embeddings do not have the width the IR-SDE network was trained with."""
+
+
+def pairing_hint() -> str:
+    return "; ".join(f"{net} ↔ {clip} ({dim}-wide)" for dim, (net, clip) in PAIRS.items())
+
+
+def check_context(network: ConditionalUNet, width: int) -> None:
+    """Raise :class:`ContextMismatchError` when the embedding width ``width`` does not fit ``network``."""
+    want = network.config.context_dim
+    if want > 0 and width != want:
+        raise ContextMismatchError(
+            f"The DA-CLIP embeddings are {width}-wide but this IR-SDE network ({network.variant}-ir) expects "
+            f"{want}-wide embeddings. The models belong together in pairs: {pairing_hint()}. "
+            f"Load the DA-CLIP model that matches the IR-SDE model.")
+
+
+def _daclip_image_size(daclip: Any) -> int:
+    for name in ("image_size", "size"):
+        size = getattr(daclip, name, None)
+        if isinstance(size, int):
+            return size
+        if isinstance(size, (tuple, list)) and size and isinstance(size[0], int):
+            return int(size[0])
+    config = getattr(daclip, "config", None)
+    size = getattr(config, "image_size", None)
+    return int(size) if isinstance(size, int) else 224
+
+
+def embeddings(daclip: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean, degradation) ``[B or 1, D]`` float32 on the CPU from a DA-CLIP model or a DaclipEmbeds."""
+    if daclip is None:
+        raise ValueError("IR-SDE restoration needs DA-CLIP embeddings: give a DA-CLIP model or DaclipEmbeds")
+    if hasattr(daclip, "clean") and hasattr(daclip, "degradation"):
+        clean, degra = daclip.clean, daclip.degradation
+    elif hasattr(daclip, "encode_image"):
+        from ..daclip import preprocess
+
+        param = next(daclip.parameters(), None) if hasattr(daclip, "parameters") else None
+        device = param.device if param is not None else torch.device("cpu")
+        dtype = param.dtype if param is not None else torch.float32
+        pixels = preprocess(images.float(), _daclip_image_size(daclip)).to(device=device, dtype=dtype)
+        with torch.no_grad():
+            clean, degra = daclip.encode_image(pixels, control=True)
+    else:
+        raise TypeError(f"expected a DA-CLIP model or DaclipEmbeds, got {type(daclip).__name__}")
+    clean, degra = clean.detach().float().cpu(), degra.detach().float().cpu()
+    if clean.ndim == 1:
+        clean, degra = clean[None], degra[None]
+    return clean, degra
+
+
+def _per_image(x: torch.Tensor, batch: int, what: str) -> torch.Tensor:
+    if x.shape[0] in (1, batch):
+        return x
+    raise ValueError(f"got {x.shape[0]} {what} embeddings for {batch} images; give one for all or one per image")
+
+
+def _seed(seed: int, index: int) -> int:
+    return (int(seed) + index) % (2 ** 64)
+
+
+def restore_one(network: ConditionalUNet, sde: IRSDE, lq: torch.Tensor, clean: torch.Tensor, degra: torch.Tensor,
+                generator: torch.Generator, sampler: str = "posterior", tile: int | None = None,
+                tile_overlap: int = 32, step_done: Progress | None = None) -> torch.Tensor:
+    """Run the full reverse process for one image ``lq`` ``[1,3,H,W]``; returns the final state (unclamped)."""
+    param = next(network.parameters())
+    device, dtype = param.device, param.dtype
+    shape = lq.shape
+
+    def noise() -> torch.Tensor:
+        return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+
+    mu = lq.float().to(device)
+    text = degra.to(device=device, dtype=dtype)
+    image = clean.to(device=device, dtype=dtype)
+    x = sde.start_state(mu, noise())
+    steps = sde.timesteps()
+    for k, t in enumerate(steps):
+        def predict(xm: torch.Tensor, t: int = t) -> torch.Tensor:
+            xt, m = xm[:, :3].to(dtype), xm[:, 3:].to(dtype)
+            return network(xt, m, t, text_context=text, image_context=image).float()
+
+        with torch.no_grad():
+            eps = tiled_apply(predict, torch.cat([x, mu], dim=1), tile, tile_overlap)
+        x = sde.step(sampler, x, eps, t, mu, noise())
+        if step_done is not None:
+            step_done(k + 1, len(steps))
+    return x
+
+
+def restore(network: ConditionalUNet, daclip: Any, images: torch.Tensor, steps: int = DEFAULT_STEPS,
+            sampler: str = "posterior", seed: int = 0, tile: int | None = None, progress: Progress | None = None,
+            tile_overlap: int = 32, sde: IRSDE | None = None) -> torch.Tensor:
+    """Restore ``images`` ``[B,3,H,W]`` in [0,1] (a 4th alpha channel passes through); returns the same
+    layout, float32 in [0,1], on the images' device.
+
+    ``daclip`` is a DA-CLIP model (``encode_image(pixels, control=True)``) or a DaclipEmbeds (``.clean``,
+    ``.degradation``). ``steps`` must be the SDE's ``T`` (100): the networks were trained on that schedule.
+    """
+    sde = sde or IRSDE()
+    if steps != sde.T:
+        raise ValueError(f"IR-SDE restoration runs all {sde.T} steps of the schedule the networks were trained "
+                         f"with; steps={steps} is not supported")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    if tile is not None and tile and tile < 32:
+        raise ValueError(f"tile must be at least 32 pixels (or 0/None for no tiling), got {tile}")
+    if not isinstance(images, torch.Tensor):
+        raise ImageInputError(f"expected an image tensor [B,3,H,W], got {type(images).__name__}")
+    rgb, alpha = split_alpha(images)
+    if rgb.shape[0] == 0:
+        raise ImageInputError("the image batch is empty")
+    batch = rgb.shape[0]
+    clean, degra = embeddings(daclip, rgb)
+    check_context(network, int(clean.shape[-1]))
+    if network.config.use_degra_context:
+        check_context(network, int(degra.shape[-1]))
+    clean, degra = _per_image(clean, batch, "clean"), _per_image(degra, batch, "degradation")
+
+    total = batch * sde.T
+    outs = []
+    for b in range(batch):
+        generator = torch.Generator(device="cpu").manual_seed(_seed(seed, b))
+
+        def step_done(done: int, _n: int, b: int = b) -> None:
+            if progress is not None:
+                progress(b * sde.T + done, total)
+
+        pick = (lambda e: e[b:b + 1] if e.shape[0] > 1 else e)
+        out = restore_one(network, sde, rgb[b:b + 1], pick(clean), pick(degra), generator, sampler, tile or None,
+                          tile_overlap, step_done)
+        outs.append(out.clamp(0, 1).to(images.device))
+    return merge_alpha(torch.cat(outs, dim=0), alpha)
