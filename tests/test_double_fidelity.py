@@ -1,0 +1,90 @@
+"""The ComfyUI test double keeps ComfyUI's signatures: compared (by parsing both sources) with a real ComfyUI
+checkout. Skipped unless COMFYUI_DIR is set."""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import pytest
+
+DOUBLE = Path(__file__).resolve().parent / "comfy_double"
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+pytestmark = pytest.mark.skipif(not COMFYUI_DIR, reason="set COMFYUI_DIR to a ComfyUI checkout to run this test")
+
+# file -> qualified callables whose signature the double must share
+CHECKED = {
+    "comfy_api/latest/_io.py": [
+        "Input.__init__", "WidgetInput.__init__", "Output.__init__", "Boolean.Input.__init__", "Int.Input.__init__",
+        "Float.Input.__init__", "String.Input.__init__", "Combo.Input.__init__", "Combo.Output.__init__",
+        "NodeOutput.__init__", "Custom", "comfytype",
+    ],
+    "comfy_api/latest/_ui.py": ["PreviewText.__init__"],
+    "folder_paths.py": [
+        "add_model_folder_path", "get_folder_paths", "get_filename_list", "get_full_path", "get_full_path_or_raise",
+        "get_input_directory", "get_output_directory", "get_annotated_filepath", "map_legacy",
+        "filter_files_extensions",
+    ],
+    "comfy/model_management.py": [
+        "load_models_gpu", "should_use_fp16", "should_use_bf16", "throw_exception_if_processing_interrupted",
+        "get_torch_device", "unet_offload_device", "intermediate_device", "module_size", "soft_empty_cache",
+        "free_memory", "interrupt_current_processing", "processing_interrupted", "vae_dtype", "is_device_cpu",
+    ],
+    "comfy/utils.py": ["ProgressBar.__init__", "ProgressBar.update_absolute", "ProgressBar.update",
+                       "set_progress_bar_global_hook"],
+    "comfy/model_patcher.py": ["ModelPatcher.__init__", "ModelPatcher.model_size", "ModelPatcher.clone"],
+}
+
+
+def _find(tree: ast.AST, qualname: str) -> ast.FunctionDef | None:
+    parts = qualname.split(".")
+    nodes = [tree]
+    for part in parts:
+        found = None
+        for node in nodes:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and child.name == part:
+                    found = child
+        if found is None:
+            return None
+        nodes = [found]
+    return nodes[0] if isinstance(nodes[0], (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+
+
+def _signature(fn: ast.FunctionDef) -> list[tuple[str, str | None]]:
+    args = fn.args
+    positional = args.posonlyargs + args.args
+    defaults = [None] * (len(positional) - len(args.defaults)) + [ast.unparse(d) for d in args.defaults]
+    sig = [(a.arg, d) for a, d in zip(positional, defaults)]
+    sig += [(a.arg, ast.unparse(d) if d is not None else None) for a, d in zip(args.kwonlyargs, args.kw_defaults)]
+    if args.vararg:
+        sig.append(("*" + args.vararg.arg, None))
+    if args.kwarg:
+        sig.append(("**" + args.kwarg.arg, None))
+    return sig
+
+
+@pytest.mark.parametrize("rel", sorted(CHECKED))
+def test_double_signatures_match_comfyui(rel):
+    real_tree = ast.parse((Path(COMFYUI_DIR) / rel).read_text())
+    double_tree = ast.parse((DOUBLE / rel).read_text())
+    mismatches = []
+    for qual in CHECKED[rel]:
+        real, ours = _find(real_tree, qual), _find(double_tree, qual)
+        assert real is not None, f"{rel}:{qual} no longer exists in ComfyUI"
+        assert ours is not None, f"{rel}:{qual} missing from the double"
+        if _signature(real) != _signature(ours):
+            mismatches.append(f"{qual}: real {_signature(real)} vs double {_signature(ours)}")
+    assert not mismatches, "\n".join(mismatches)
+
+
+def test_schema_fields_match_comfyui():
+    def fields(tree):
+        cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "Schema")
+        return [(t.target.id, ast.unparse(t.value) if t.value else None) for t in cls.body
+                if isinstance(t, ast.AnnAssign)]
+
+    real = fields(ast.parse((Path(COMFYUI_DIR) / "comfy_api/latest/_io.py").read_text()))
+    ours = fields(ast.parse((DOUBLE / "comfy_api/latest/_io.py").read_text()))
+    assert real == ours
