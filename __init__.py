@@ -7,6 +7,9 @@ import ComfyUI; the node modules are imported only when ComfyUI asks for them.
 
 __version__ = "0.1.0"
 
+# Front-end extension that shows the text nodes return (tags, degradation tables) on the node.
+WEB_DIRECTORY = "./web"
+
 
 async def comfy_entrypoint():
     """ComfyUI V3 entry point: returns the extension that lists the nodes."""

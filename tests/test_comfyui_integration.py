@@ -132,6 +132,13 @@ def test_pack_imports_cleanly(server):
     assert not bad, "\n".join(bad) + "\n---\n" + text[-4000:]
 
 
+def test_web_extension_is_served(server):
+    with urllib.request.urlopen(server["url"] + "/extensions/AwareRestore-integration/js/show_text.js",
+                                timeout=10) as r:
+        assert r.status == 200 and b"AwareRestore.ShowText" in r.read()
+    assert any("AwareRestore-integration" in e for e in _get(server["url"] + "/extensions"))
+
+
 def test_object_info_matches_the_double(server, comfy_env):
     info = _get(server["url"] + "/object_info", timeout=60)
     for node_id, cls in comfy_env.node_classes.items():
