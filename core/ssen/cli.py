@@ -1,0 +1,91 @@
+"""``aware-restore ssen`` (×4 reference-based SR) and ``aware-restore train-ssen`` (the training recipe)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+
+def _cmd_ssen(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..image import load_image, save_image
+    from .infer import offset_map, super_resolve
+    from .loader import load_ssen
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_ssen(args.model).to(args.device)
+    lr = load_image(args.image)
+    ref = load_image(args.ref) if args.ref else None
+
+    def progress(done: int, total: int) -> None:
+        log.debug("tile %d/%d", done, total)
+
+    sr = super_resolve(model, lr, ref, tile=args.tile or None, overlap=args.overlap, progress=progress)
+    out = save_image(sr[0], args.out)
+    if args.offsets:
+        points, _ = offset_map(model, lr, ref)
+        save_image(points[0], args.offsets)
+    sys.stdout.write(f"{out}\n")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .train import TrainOptions, train
+
+    torch.set_num_threads(max(args.threads, 1))
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    opts = TrainOptions(out_dir=args.out_dir, hr_dir=args.hr_dir, lr_dir=args.lr_dir, ref_dir=args.ref_dir,
+                        val_dir=args.val_dir, steps=args.steps, max_minutes=args.max_minutes, batch=args.batch,
+                        patch=args.patch, lr=args.lr, gan_steps=args.gan_steps, gan_weight=args.gan_weight,
+                        eval_every=args.eval_every, save_every=args.save_every, seed=args.seed, nf=args.nf,
+                        n_pre=args.blocks // 2, n_post=args.blocks - args.blocks // 2, backbone=args.backbone,
+                        device=device, max_shift=args.max_shift, p_irrelevant=args.p_irrelevant)
+    path = train(opts)
+    sys.stdout.write(f"{path}\n")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("ssen", help="×4 reference-based super-resolution with SSEN (shipped model by default)")
+    p.add_argument("image", help="low-resolution input image")
+    p.add_argument("--ref", default=None, help="reference image, any size (default: self-similarity mode)")
+    p.add_argument("--out", required=True, help="output image path (4× the input size)")
+    p.add_argument("--model", default=None, help="SSEN .safetensors / .pth (default: the shipped small model)")
+    p.add_argument("--tile", type=int, default=0, help="tile side in input pixels (0: whole image)")
+    p.add_argument("--overlap", type=int, default=16, help="tile overlap in input pixels")
+    p.add_argument("--offsets", default=None, help="also write the offset visualisation here")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.set_defaults(func=_cmd_ssen)
+
+    t = subparsers.add_parser("train-ssen", help="train an SSEN model (resumes from OUT_DIR/last.pt)")
+    t.add_argument("--out-dir", required=True, help="run folder: last.pt, validation.json, ssen.safetensors")
+    t.add_argument("--hr-dir", default=None, help="HR training images (default: scikit-image's bundled photos)")
+    t.add_argument("--lr-dir", default=None, help="paired LR images with the same file names (default: bicubic ×4)")
+    t.add_argument("--ref-dir", default=None, help="references: CUFED 'ref/' folder or CUFED5 '<id>_k' files")
+    t.add_argument("--val-dir", default=None, help="validation HR images")
+    t.add_argument("--steps", type=int, default=100000)
+    t.add_argument("--max-minutes", type=float, default=0.0, help="wall-time budget (ends the cosine schedule)")
+    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--patch", type=int, default=40, help="LR patch side")
+    t.add_argument("--lr", type=float, default=4e-4)
+    t.add_argument("--gan-steps", type=int, default=0, help="PatchGAN fine-tuning for the last N steps")
+    t.add_argument("--gan-weight", type=float, default=5e-3)
+    t.add_argument("--max-shift", type=float, default=6.0, help="largest reference shift (LR pixels) in the curriculum")
+    t.add_argument("--p-irrelevant", type=float, default=0.25, help="fraction of irrelevant references")
+    t.add_argument("--eval-every", type=int, default=2000)
+    t.add_argument("--save-every", type=int, default=1000)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--nf", type=int, default=64)
+    t.add_argument("--blocks", type=int, default=16, help="backbone residual blocks (split around the fusion)")
+    t.add_argument("--backbone", choices=["edsr", "rcan"], default="edsr")
+    t.add_argument("--device", default="auto", help="auto: cuda when available, else cpu")
+    t.add_argument("--threads", type=int, default=1)
+    t.set_defaults(func=_cmd_train)
