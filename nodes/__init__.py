@@ -15,7 +15,7 @@ from . import common
 
 log = logging.getLogger(__name__)
 
-FAMILY_MODULES = ("colorfix", "daclip", "irsde", "dape", "seesr", "ssen")
+FAMILY_MODULES = ("utils", "daclip", "irsde", "dape", "seesr", "ssen")
 
 
 def collect_nodes() -> list[type[io.ComfyNode]]:

@@ -63,7 +63,7 @@ def model_dirs(folder: str, required: Sequence[str]) -> list[str]:
     """Sub-folders (relative names) of the registered ``folder`` paths that contain every entry of ``required``
     (e.g. SeeSR's ``unet`` and ``controlnet``). The folder itself is listed as ``.`` when it qualifies."""
     out: list[str] = []
-    for base in _paths(folder):
+    for base in folder_list(folder):
         root = Path(base)
         if not root.is_dir():
             continue
@@ -75,7 +75,8 @@ def model_dirs(folder: str, required: Sequence[str]) -> list[str]:
     return out
 
 
-def _paths(folder: str) -> list[str]:
+def folder_list(folder: str) -> list[str]:
+    """The registered paths of a model folder ([] when it is not registered)."""
     try:
         return list(folder_paths.get_folder_paths(folder))
     except KeyError:
@@ -83,7 +84,7 @@ def _paths(folder: str) -> list[str]:
 
 
 def resolve_dir(folder: str, name: str, title: str) -> Path:
-    for base in _paths(folder):
+    for base in folder_list(folder):
         cand = Path(base) / name
         if cand.is_dir():
             return cand

@@ -19,7 +19,7 @@ import folder_paths
 from conftest import ROOT, WORKFLOWS
 
 EXPECTED_NODES = {
-    "ARColorFix",
+    "ARColorFix", "ARDownloadModel",
     "DACLIPLoader", "DACLIPEncode", "DACLIPClassifyDegradation", "DACLIPDegradationFromText",
     "IRSDELoader", "DACLIPRestore",
     "DAPELoader", "DAPETagger",
@@ -135,7 +135,7 @@ def test_adapter_wraps_loads_and_reports_progress(comfy_env):
 
 
 def test_colorfix_node_batch_alpha_and_reference_sizes(comfy_env):
-    from aware_restore.nodes.colorfix import ARColorFix
+    from aware_restore.nodes.utils import ARColorFix
 
     img = torch.rand(3, 20, 24, 4)
     ref = torch.rand(1, 41, 13, 3)
@@ -204,6 +204,24 @@ def test_cli_download_offline_names_file_url_and_folder(tmp_path, monkeypatch):
     assert "daclip_ViT-B-32.pt" in msg and "huggingface.co" in msg and str(tmp_path / "daclip") in msg
     with pytest.raises(download.DownloadError, match="drive.google.com"):
         download.fetch("DAPE.pth", tmp_path)
+
+
+def test_download_node_offline_error_and_existing_file(comfy_env, monkeypatch):
+    from aware_restore.nodes.utils import ARDownloadModel
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(Exception, match="universal-ir.pth.*huggingface.co.*models/irsde"):
+        ARDownloadModel.execute("universal-ir.pth")
+    target = comfy_env.models_dir / "irsde" / "universal-ir.pth"
+    existed = target.exists()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.touch()
+    try:
+        out = ARDownloadModel.execute("universal-ir.pth")
+        assert out.args[0] == str(target) and out.ui["text"] == (str(target),)
+    finally:
+        if not existed:
+            target.unlink()
 
 
 @pytest.mark.skipif(shutil.which("comfy") is None and not (Path(sys.executable).parent / "comfy").exists(),

@@ -1,10 +1,14 @@
-"""ARColorFix: colour-correct an image towards a reference (SeeSR's AdaIN / wavelet colour fix)."""
+"""Utility nodes: ARColorFix (SeeSR's AdaIN / wavelet colour fix) and ARDownloadModel (official weights)."""
 
 from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..core import colorfix, image as core_image
+from pathlib import Path
+
+import folder_paths
+
+from ..core import colorfix, download, image as core_image
 from . import common
 
 
@@ -39,4 +43,29 @@ class ARColorFix(io.ComfyNode):
         return io.NodeOutput(common.bchw_to_image(out, alpha))
 
 
-NODES = [ARColorFix]
+class ARDownloadModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        names = [n for n, f in download.OFFICIAL.items() if f.repo_id is not None]
+        return io.Schema(
+            node_id="ARDownloadModel",
+            display_name="Download Official Weights",
+            category=f"{common.CATEGORY}/Utils",
+            description="Downloads an official weight file from Hugging Face into the right ComfyUI models folder "
+                        "(skipped when it is already there). Offline, it fails at once and names the file, the URL "
+                        "and the folder to put it in. Files without a Hugging Face mirror are listed in the README.",
+            is_output_node=True,
+            inputs=[io.Combo.Input("file", options=names, tooltip="The official file to fetch.")],
+            outputs=[io.String.Output(display_name="path", tooltip="Where the file now is.")],
+        )
+
+    @classmethod
+    def execute(cls, file) -> io.NodeOutput:
+        spec = download.OFFICIAL[file]
+        folders = common.folder_list(spec.folder)
+        root = Path(folders[0]).parent if folders else Path(folder_paths.models_dir)
+        path = str(download.fetch(file, root))
+        return io.NodeOutput(path, ui={"text": (path,)})
+
+
+NODES = [ARColorFix, ARDownloadModel]
