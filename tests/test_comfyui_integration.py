@@ -139,6 +139,40 @@ def test_web_extension_is_served(server):
     assert any("AwareRestore-integration" in e for e in _get(server["url"] + "/extensions"))
 
 
+def test_frontend_shows_node_text(server):
+    """In a headless Chromium (when playwright and a chromium are installed): a node's ui text appears on it."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium executable")
+    target = server["base"] / "models" / "irsde" / "universal-ir.pth"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.touch()  # ARDownloadModel then returns the existing path instead of downloading
+    api = {"1": {"class_type": "ARDownloadModel", "inputs": {"file": "universal-ir.pth"}}}
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("console", lambda m: errors.append(m.text) if "AwareRestore" in m.text else None)
+            page.goto(server["url"])
+            page.wait_for_function("window.app && window.app.graph", timeout=90000)
+            page.evaluate("(api) => window.app.loadApiJson(api, 'aware-restore-test')", api)
+            page.evaluate("() => window.app.queuePrompt(0)")
+            page.wait_for_function("() => (window.app.graph._nodes[0].widgets || [])"
+                                   ".some(w => w.name === 'aware_restore_text' && w.value)", timeout=60000)
+            value = page.evaluate("() => window.app.graph._nodes[0].widgets"
+                                  ".find(w => w.name === 'aware_restore_text').value")
+        finally:
+            browser.close()
+    assert value == str(target) and not errors, errors
+    target.unlink()
+
+
 def test_object_info_matches_the_double(server, comfy_env):
     info = _get(server["url"] + "/object_info", timeout=60)
     for node_id, cls in comfy_env.node_classes.items():

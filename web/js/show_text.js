@@ -1,6 +1,6 @@
 // AwareRestore: show the text a node returns in its `ui.text` (tags, degradation tables, ...) on the node itself.
-import { app } from "../../scripts/app.js";
-import { ComfyWidgets } from "../../scripts/widgets.js";
+import { app } from "../../../scripts/app.js";
+import { ComfyWidgets } from "../../../scripts/widgets.js";
 
 const WIDGET = "aware_restore_text";
 
