@@ -56,7 +56,7 @@ def encode_images(model: DaCLIP, images: torch.Tensor, batch_size: int = 8, prog
     total = images.shape[0]
     for start in range(0, total, max(1, batch_size)):
         chunk = images[start:start + batch_size]
-        pixels = preprocess(chunk.to(model.device), model.image_size, backend=backend)
+        pixels = preprocess(chunk.to(model.weight_device), model.image_size, backend=backend)
         with torch.no_grad():
             c, d = model.encode_image(pixels, control=True)
         clean.append(c.float().cpu())

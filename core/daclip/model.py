@@ -108,18 +108,19 @@ class DaCLIP(nn.Module):
     def embed_dim(self) -> int:
         return self.config.embed_dim
 
+    # Not named ``device``/``dtype``: ComfyUI's ModelPatcher assigns ``model.device`` when it moves a model.
     @property
-    def device(self) -> torch.device:
+    def weight_device(self) -> torch.device:
         return self.logit_scale.device
 
     @property
-    def dtype(self) -> torch.dtype:
+    def weight_dtype(self) -> torch.dtype:
         return self.logit_scale.dtype
 
     def reset_buffers(self) -> None:
         """Rebuild the non-persistent buffers (the text causal mask) on the parameters' device."""
         n = self.config.context_length
-        mask = torch.full((n, n), float("-inf"), device=self.device).triu_(1)
+        mask = torch.full((n, n), float("-inf"), device=self.weight_device).triu_(1)
         self.clip.attn_mask = mask
 
     # ------------------------------------------------------------------------------------------------- forward
@@ -128,7 +129,7 @@ class DaCLIP(nn.Module):
         if pixels.ndim != 4 or pixels.shape[1] != 3 or tuple(pixels.shape[-2:]) != (s, s):
             raise ValueError(f"DA-CLIP ({self.config.name}) expects preprocessed pixels [B, 3, {s}, {s}], got "
                              f"{list(pixels.shape)}; use preprocess(images, {s}) first")
-        return pixels.to(device=self.device, dtype=self.dtype)
+        return pixels.to(device=self.weight_device, dtype=self.weight_dtype)
 
     def control_hiddens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(degradation features ``[B, D]``, control hiddens ``[B, L, W]`` per controller block)."""
@@ -167,7 +168,7 @@ class DaCLIP(nn.Module):
     def encode_text(self, texts: Sequence[str] | torch.Tensor) -> torch.Tensor:
         """Texts (or token ids ``[N, context]``) → unnormalised text features ``[N, D]``."""
         tokens = texts if isinstance(texts, torch.Tensor) else self.tokenize(texts)
-        return self.clip.encode_text(tokens.to(self.device))
+        return self.clip.encode_text(tokens.to(self.weight_device))
 
 
 def build_daclip(config: DaclipConfig, device: str | torch.device = "meta") -> DaCLIP:
