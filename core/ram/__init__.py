@@ -4,5 +4,9 @@
 from __future__ import annotations
 
 from .embeds import DapeEmbeds
+from .load import build_tagger, convert, inference_state_dict, load_tagger
+from .model import RamConfig, Tagger, preprocess
+from .swin import SwinConfig
 
-__all__ = ["DapeEmbeds"]
+__all__ = ["DapeEmbeds", "RamConfig", "SwinConfig", "Tagger", "build_tagger", "convert", "inference_state_dict",
+           "load_tagger", "preprocess"]
