@@ -1,0 +1,242 @@
+"""RAM / DAPE tagger: parity with the official code's outputs on the tiny fixtures, real-size key lists on the
+meta device, batching, loading errors, conversion and the tag-selection options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from aware_restore.core.checkpoint import load_state_dict, meta_state_dict_from_key_list, read_metadata
+from aware_restore.core.ram import DapeEmbeds, build_tagger, convert, load_tagger, preprocess
+from aware_restore.core.ram import tags as tagmod
+from aware_restore.core.ram.load import merge_lora, split_ram
+from aware_restore.core.registry import WrongModelError
+
+FIX = Path(__file__).resolve().parent / "fixtures" / "ram"
+RAM, DAPE = FIX / "ram_tiny.pth", FIX / "dape_tiny.pth"
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def io():
+    return load_file(str(FIX / "io.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def meta():
+    return json.loads((FIX / "io.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def image(io):
+    return io["image0.u8"].permute(2, 0, 1).unsqueeze(0).float() / 255.0
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {"ram": load_tagger(RAM), "dape": load_tagger(RAM, DAPE)}
+
+
+def test_preprocess_matches_official_pixels(io, image, meta):
+    px = preprocess(image)
+    assert px.shape == (1, 3, 384, 384) and px.dtype == torch.float32
+    assert torch.equal(px, io["pixel_values"])
+    noaa = preprocess(image, antialias=False)
+    diff = (noaa - px).abs()
+    assert diff.max().item() == pytest.approx(meta["pixel_values_aa_vs_noaa_maxabs"], rel=1e-4)
+    assert diff.mean().item() == pytest.approx(meta["pixel_values_aa_vs_noaa_meanabs"], rel=1e-3)
+
+
+@pytest.mark.parametrize("name", ["ram", "dape"])
+def test_parity_with_official(models, io, meta, image, name):
+    model = models[name]
+    with torch.no_grad():
+        logits, embeds = model(io["pixel_values"])
+    assert logits.shape == (1, 4585) and embeds.shape == (1, 145, 512)
+    torch.testing.assert_close(embeds, io[f"{name}.image_embeds"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(logits, io[f"{name}.logits"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(torch.sigmoid(logits), io[f"{name}.probs"], atol=ATOL, rtol=0)
+    visual = model.visual_encoder(io["pixel_values"])
+    torch.testing.assert_close(visual, io[f"{name}.visual_encoder_out"], atol=ATOL, rtol=0)
+    # from the raw uint8 image through preprocess: exact tag strings and indices
+    expected = meta["outputs"][name]
+    assert model.tag(image) == expected["tags"]
+    probs, _ = model.predict(image)
+    sel = tagmod.select(probs, model.class_thresholds, model.tag_names)
+    assert sel == expected["tag_indices"]
+    assert model.dape_merged is (name == "dape")
+
+
+def test_dape_changes_embeddings(models, io):
+    with torch.no_grad():
+        a = models["ram"](io["pixel_values"])[1]
+        b = models["dape"](io["pixel_values"])[1]
+    assert (a - b).abs().max() > 0.5  # 1.47 in the reference
+
+
+def test_batch_equals_single_runs(models, image):
+    other = torch.rand(1, 3, 300, 420, generator=torch.Generator().manual_seed(5))
+    batch = torch.cat([image, other])
+    for model in models.values():
+        tags_b = model.tag(batch)
+        probs_b, emb_b = model.predict(batch)
+        assert len(tags_b) == 2
+        assert (probs_b[0] - probs_b[1]).abs().max() > 1e-2  # two different images, two different results
+        for i, single in enumerate((image, other)):
+            probs_s, emb_s = model.predict(single)
+            torch.testing.assert_close(probs_b[i:i + 1], probs_s, atol=ATOL, rtol=0)
+            torch.testing.assert_close(emb_b[i:i + 1], emb_s, atol=ATOL, rtol=0)
+            assert model.tag(single) == [tags_b[i]]
+        payload = model.run(batch)
+        assert isinstance(payload, DapeEmbeds) and len(payload) == 2 and payload.tags == tuple(tags_b)
+        torch.testing.assert_close(model.embed(batch), emb_b, atol=0, rtol=0)
+
+
+def test_real_size_key_list_builds_on_meta():
+    sd = meta_state_dict_from_key_list(FIX / "ram_swin_large_keys.txt")
+    weights, lora, ignored = split_ram(sd)
+    assert not lora and len(ignored) == 641 + 35 and len(weights) == 401 - 35
+    model = build_tagger(weights)
+    cfg = model.cfg
+    assert (cfg.swin.embed_dim, cfg.swin.depths, cfg.swin.heads, cfg.swin.window) == (192, (2, 2, 18, 2),
+                                                                                       (6, 12, 24, 48), 12)
+    assert (cfg.swin.image_size, cfg.num_classes, cfg.embed_dim, cfg.head_hidden, cfg.head_layers,
+            cfg.head_intermediate) == (384, 4585, 512, 768, 2, 3072)
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert got == {k: tuple(v.shape) for k, v in weights.items()}
+    assert 200e6 < sum(p.numel() for p in model.parameters()) < 230e6  # ≈213M inference parameters
+    # the shifted-window masks are recomputed, and match the stored buffer shapes
+    for key, t in sd.items():
+        if key.endswith(".attn_mask"):
+            block = model.visual_encoder.get_submodule(key[len("visual_encoder."):-len(".attn_mask")])
+            assert block.mask is not None and block.mask.shape == t.shape
+    # DAPE: every used LoRA pair fits its base weight; shapes unchanged after merging
+    dape = meta_state_dict_from_key_list(FIX / "dape_keys.txt")
+    assert len(dape) == 248
+    merged = merge_lora(weights, dape)
+    assert {k: v.shape for k, v in merged.items()} == {k: v.shape for k, v in weights.items()}
+    build_tagger(merged)
+
+
+def test_merge_formula_on_fixture():
+    base, _, _ = split_ram(load_state_dict(RAM))
+    base = {k: v.float() for k, v in base.items()}
+    lora = load_state_dict(DAPE)
+    merged = merge_lora(base, lora)
+    key = "visual_encoder.layers.0.blocks.0.attn.qkv"
+    w0, w1 = base[key + ".weight"], merged[key + ".weight"]
+    a, b = lora[key + ".lora_A"].float(), lora[key + ".lora_B"].float()
+    d = w0.shape[1]
+    torch.testing.assert_close(w1[:d], w0[:d] + b[:d] @ a[:8] / 8)
+    assert torch.equal(w1[d:2 * d], w0[d:2 * d])  # k rows untouched
+    torch.testing.assert_close(w1[2 * d:], w0[2 * d:] + b[d:] @ a[8:] / 8)
+    q = "tagging_head.encoder.layer.1.crossattention.self.key"
+    torch.testing.assert_close(merged[q + ".weight"], base[q + ".weight"]
+                               + lora[q + ".lora_B"].float() @ lora[q + ".lora_A"].float() / 8)
+    v = "tagging_head.encoder.layer.1.crossattention.self.value.weight"
+    assert torch.equal(merged[v], base[v])
+
+
+def test_dape_alone_is_an_error():
+    with pytest.raises(WrongModelError, match=r"DAPE LoRA.*RAM checkpoint \(ram_swin_large_14m.pth\)"):
+        load_tagger(DAPE)
+
+
+def test_wrong_files_name_the_expected_model(tmp_path):
+    with pytest.raises(WrongModelError, match="not a DAPE LoRA file"):
+        load_tagger(RAM, RAM)
+    sd15 = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3)}
+    with pytest.raises(WrongModelError, match="RAM tagger") as exc:
+        load_tagger(sd15)
+    assert "Stable Diffusion" in str(exc.value)
+
+
+def test_legacy_prefix_unused_keys_and_strictness(models, io):
+    sd = load_state_dict(RAM)
+    assert any(k.startswith("tag_encoder.") for k in sd) and any(k.startswith("text_decoder.") for k in sd)
+    legacy = {k.replace("tagging_head.", "vision_multi."): v for k, v in sd.items()}
+    with torch.no_grad():
+        ref = models["ram"](io["pixel_values"])[0]
+        assert torch.equal(load_tagger(legacy)(io["pixel_values"])[0], ref)
+    broken = dict(sd)
+    del broken["fc.bias"]
+    with pytest.raises(RuntimeError, match="fc.bias"):
+        load_tagger(broken)
+
+
+def test_ramlora_state_dict_with_zero_lora_equals_ram(models, io):
+    sd = dict(load_state_dict(RAM))
+    for k, v in load_state_dict(DAPE).items():
+        sd[k] = torch.zeros_like(v) if k.endswith("lora_B") else v
+    with torch.no_grad():
+        got = load_tagger(sd)(io["pixel_values"])[0]
+        assert torch.equal(got, models["ram"](io["pixel_values"])[0])
+
+
+def test_convert_fp16_safetensors(tmp_path, models, image, meta):
+    plain = convert(RAM, tmp_path / "ram.safetensors")
+    sd = load_file(str(plain))
+    assert all(not k.startswith(("tag_encoder", "text_decoder")) and "attn_mask" not in k for k in sd)
+    assert all(v.dtype == torch.float16 for v in sd.values())
+    assert read_metadata(plain)["dape_merged"] == "false"
+    assert load_tagger(plain).tag(image) == meta["outputs"]["ram"]["tags"]  # fp16 weights stay exact
+    merged = convert(RAM, tmp_path / "ram_dape.safetensors", dape=DAPE)
+    assert read_metadata(merged)["dape_merged"] == "true"
+    model = load_tagger(merged)
+    assert model.dape_merged
+    probs, _ = model.predict(image)
+    ref, _ = models["dape"].predict(image)
+    assert (probs - ref).abs().max() < 5e-3  # merged weights rounded to fp16
+    with pytest.raises(ValueError, match="already has a DAPE"):
+        load_tagger(merged, DAPE)
+    with pytest.raises(ValueError, match=".safetensors"):
+        convert(RAM, tmp_path / "x.pth")
+
+
+def test_tag_options(models, image):
+    model = models["dape"]
+    full = model.tag(image)[0].split(", ")
+    assert model.tag(image, exclude="Washer,  yurt\nnope")[0].split(", ") == [t for t in full
+                                                                             if t not in ("washer", "yurt")]
+    probs, _ = model.predict(image)
+    top3 = model.tag(image, max_tags=3)[0].split(", ")
+    order = sorted(full, key=lambda t: -probs[0, model.tag_names.index(t)].item())[:3]
+    assert set(top3) == set(order) and top3 == [t for t in full if t in order]  # tag-list order kept
+    assert model.tag(image, max_tags=0) == [""]
+    assert model.tag(image, threshold=1.0) == [""]
+    many = model.tag(image, threshold=0.5)[0].split(", ")
+    assert len(many) == int((probs > 0.5).sum()) > len(full)
+    with pytest.raises(ValueError, match="threshold"):
+        model.tag(image, threshold=1.5)
+
+
+def test_bad_inputs(models, image):
+    model = models["ram"]
+    gray = image.mean(1, keepdim=True)
+    rgba = torch.cat([image, torch.ones_like(gray)], 1)
+    assert model.tag(rgba) == model.tag(image)
+    assert model.tag(gray) == model.tag(gray.expand(-1, 3, -1, -1))
+    assert len(model.tag(torch.rand(1, 3, 2, 3, generator=torch.Generator().manual_seed(0)))) == 1  # tiny image
+    with pytest.raises(ValueError, match=r"\[B,3,384,384\]"):
+        model(torch.zeros(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="RGB images"):
+        model.tag(torch.zeros(1, 5, 8, 8))
+
+
+def test_dape_embeds_payload():
+    e = DapeEmbeds(torch.zeros(2, 145, 512), ("a, b", "c"))
+    assert len(e) == 2 and e.tokens == 145 and e.dim == 512
+    one = e.select(-1)
+    assert one.embeds.shape == (1, 145, 512) and one.tags == ("c",)
+    assert e.to(torch.float16).embeds.dtype == torch.float16
+    with pytest.raises(ValueError):
+        DapeEmbeds(torch.zeros(145, 512))
+    with pytest.raises(ValueError):
+        DapeEmbeds(torch.zeros(2, 145, 512), ("x",))
+    with pytest.raises(IndexError):
+        e.select(2)
