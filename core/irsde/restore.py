@@ -50,18 +50,6 @@ def check_context(network: ConditionalUNet, width: int) -> None:
             f"Load the DA-CLIP model that matches the IR-SDE model.")
 
 
-def _daclip_image_size(daclip: Any) -> int:
-    for name in ("image_size", "size"):
-        size = getattr(daclip, name, None)
-        if isinstance(size, int):
-            return size
-        if isinstance(size, (tuple, list)) and size and isinstance(size[0], int):
-            return int(size[0])
-    config = getattr(daclip, "config", None)
-    size = getattr(config, "image_size", None)
-    return int(size) if isinstance(size, int) else 224
-
-
 def embeddings(daclip: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(clean, degradation) ``[B or 1, D]`` float32 on the CPU from a DA-CLIP model or a DaclipEmbeds."""
     if daclip is None:
@@ -69,14 +57,10 @@ def embeddings(daclip: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.T
     if hasattr(daclip, "clean") and hasattr(daclip, "degradation"):
         clean, degra = daclip.clean, daclip.degradation
     elif hasattr(daclip, "encode_image"):
-        from ..daclip import preprocess
+        from ..daclip import encode_images
 
-        param = next(daclip.parameters(), None) if hasattr(daclip, "parameters") else None
-        device = param.device if param is not None else torch.device("cpu")
-        dtype = param.dtype if param is not None else torch.float32
-        pixels = preprocess(images.float(), _daclip_image_size(daclip)).to(device=device, dtype=dtype)
-        with torch.no_grad():
-            clean, degra = daclip.encode_image(pixels, control=True)
+        emb = encode_images(daclip, images.float())
+        clean, degra = emb.clean, emb.degradation
     else:
         raise TypeError(f"expected a DA-CLIP model or DaclipEmbeds, got {type(daclip).__name__}")
     clean, degra = clean.detach().float().cpu(), degra.detach().float().cpu()

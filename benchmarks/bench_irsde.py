@@ -1,0 +1,148 @@
+"""IR-SDE (DA-CLIP universal restoration) on CPU: one network step at 256² and 512², and peak RSS of a restore
+at 512² (whole image) and 1024² (tiled), with the real-size universal-ir network (random weights, shapes from
+the official key list).
+
+A full 100-step restore at these sizes takes far too long on a small CPU, so each restore case runs the real
+sampler loop (100-step schedule) and stops it after ``--restore-steps`` steps via the progress callback; the
+per-step working set is the same at every step, so the peak RSS is that of a full run, and the full-run time is
+extrapolated as 100 x the measured time per step (reported as such). Each case runs in a fresh process so peaks
+do not mix.
+
+    python benchmarks/bench_irsde.py [--threads N] [--restore-steps K] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = ROOT / "tests" / "fixtures" / "irsde" / "irsde_keys_universal-ir.txt"
+RESULTS = ROOT / "benchmarks" / "results" / "irsde.json"
+
+
+class _Stop(Exception):
+    pass
+
+
+def _network():
+    import torch
+
+    from aware_restore.core.checkpoint import meta_state_dict_from_key_list
+    from aware_restore.core.irsde import build_irsde, infer_config
+
+    config = infer_config(meta_state_dict_from_key_list(KEYS))
+    torch.manual_seed(0)  # benchmark script only: random weights for timing
+    net = build_irsde(config, "cpu").eval().requires_grad_(False)
+    return net, config
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def case_step(size: int, repeats: int) -> dict:
+    import torch
+
+    net, config = _network()
+    g = torch.Generator().manual_seed(0)
+    x, mu = torch.rand(1, 3, size, size, generator=g), torch.rand(1, 3, size, size, generator=g)
+    ctx = torch.randn(1, config.context_dim, generator=g)
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            net(x, mu, 50, text_context=ctx, image_context=ctx)
+            times.append(time.perf_counter() - t0)
+    times = times[1:]  # first call warms up allocators
+    return {"case": f"step_{size}", "size": size, "seconds_per_step": min(times), "repeats": repeats,
+            "params_m": sum(p.numel() for p in net.parameters()) / 1e6, "peak_rss_mb": _rss_mb()}
+
+
+def case_restore(size: int, tile: int | None, overlap: int, steps: int) -> dict:
+    import torch
+
+    from aware_restore.core.daclip import DaclipEmbeds
+    from aware_restore.core.irsde import restore
+
+    net, config = _network()
+    g = torch.Generator().manual_seed(1)
+    img = torch.rand(1, 3, size, size, generator=g)
+    emb = DaclipEmbeds(torch.randn(1, config.context_dim, generator=g), torch.randn(1, config.context_dim, generator=g))
+    stamps: list[float] = []
+
+    def progress(done: int, total: int) -> None:
+        stamps.append(time.perf_counter())
+        if done >= steps:
+            raise _Stop
+
+    t0 = time.perf_counter()
+    try:
+        restore(net, emb, img, tile=tile, tile_overlap=overlap, progress=progress)
+    except _Stop:
+        pass
+    per_step = (stamps[-1] - t0) / len(stamps)
+    return {"case": f"restore_{size}" + (f"_tile{tile}" if tile else ""), "size": size, "tile": tile,
+            "overlap": overlap if tile else None, "steps_run": len(stamps), "seconds_per_step": per_step,
+            "extrapolated_100_steps_s": per_step * 100, "peak_rss_mb": _rss_mb()}
+
+
+def _run_child(args: list[str], threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", *args, "--threads", str(threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    ap.add_argument("--restore-steps", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="256² step only (smoke run)")
+    ap.add_argument("--child", nargs="*", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child is not None:
+        kind, *rest = args.child
+        if kind == "step":
+            res = case_step(int(rest[0]), int(rest[1]))
+        else:
+            tile = int(rest[1]) or None
+            res = case_restore(int(rest[0]), tile, int(rest[2]), int(rest[3]))
+        sys.stdout.write(json.dumps(res) + "\n")
+        return 0
+
+    threads = args.threads or torch.get_num_threads()
+    jobs = [["step", "256", str(args.repeats)]]
+    if not args.quick:
+        jobs += [["step", "512", str(args.repeats)],
+                 ["restore", "512", "0", "0", str(args.restore_steps)],
+                 ["restore", "1024", "512", "64", str(args.restore_steps)]]
+    rows = [_run_child(j, threads) for j in jobs]
+    report = {"device": "cpu", "threads": threads, "torch": torch.__version__, "machine": platform.machine(),
+              "processor": platform.processor() or platform.machine(), "network": "universal-ir (nf 64, ch_mult "
+              "1-2-4-8, context 512), random weights", "note": "restore cases: real 100-step sampler stopped after "
+              "steps_run steps; full-run time extrapolated; peak RSS is per process (weights included)",
+              "results": rows}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    lines = [f"IR-SDE on CPU ({threads} threads, torch {torch.__version__})",
+             f"{'case':24} {'s/step':>9} {'100 steps (s)':>14} {'peak RSS MB':>12}"]
+    for r in rows:
+        full = r.get("extrapolated_100_steps_s", r["seconds_per_step"] * 100)
+        lines.append(f"{r['case']:24} {r['seconds_per_step']:9.2f} {full:14.0f} {r['peak_rss_mb']:12.0f}")
+    sys.stdout.write("\n".join(lines) + f"\nwrote {RESULTS}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

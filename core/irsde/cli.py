@@ -1,0 +1,76 @@
+"""``aware-restore restore IMAGE --out OUT``: DA-CLIP universal restoration (IR-SDE) from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _find(folder: str, patterns: tuple[str, ...], models_dir: list[str], what: str) -> Path:
+    from .. import paths
+
+    for pattern in patterns:
+        found = paths.find_model(folder, pattern, models_dir)
+        if found is not None:
+            return found
+    searched = ", ".join(str(d) for d in paths.folder_dirs(folder, models_dir)) or "(no models folder configured)"
+    raise SystemExit(f"restore: no {what} found in the '{folder}' folders searched: {searched}. "
+                     f"Pass --{'model' if folder == 'irsde' else 'daclip'} FILE, or --models-dir DIR, "
+                     f"or run `aware-restore download list`.")
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..daclip import load_daclip
+    from ..image import load_image, save_image
+    from . import load_irsde, restore
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models_dir = list(getattr(args, "models_dir", []) or [])
+    model_path = Path(args.model) if args.model else _find(
+        "irsde", ("*universal-ir*", "*wild-ir*", "*"), models_dir, "IR-SDE model (universal-ir.pth / wild-ir.pth)")
+    network = load_irsde(model_path, device=args.device)
+    if args.daclip:
+        daclip_path = Path(args.daclip)
+    else:
+        wanted = ("*wild-daclip*", "*L-14*") if network.variant == "wild" else ("*daclip_ViT-B-32*", "*B-32*")
+        daclip_path = _find("daclip", (*wanted, "*"), models_dir, "DA-CLIP model")
+    daclip = load_daclip(daclip_path).to(args.device)
+    image = load_image(args.image, keep_alpha=True).to(args.device)
+    log.info("restoring %s with %s (%s-ir) and %s", args.image, model_path.name, network.variant, daclip_path.name)
+
+    def progress(done: int, total: int) -> None:
+        if done % 10 == 0 or done == total:
+            log.info("step %d/%d", done, total)
+
+    out = restore(network, daclip, image, steps=args.steps, sampler=args.sampler, seed=args.seed,
+                  tile=args.tile or None, tile_overlap=args.overlap, progress=progress)
+    path = save_image(out[0].cpu(), args.out)
+    sys.stdout.write(f"{path}\n")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("restore", help="universal restoration (DA-CLIP + IR-SDE) of one image")
+    p.add_argument("image", help="degraded input image")
+    p.add_argument("--out", required=True, help="output image path (same size as the input)")
+    p.add_argument("--model", default=None,
+                   help="IR-SDE network, universal-ir.pth or wild-ir.pth (default: first found in models/irsde)")
+    p.add_argument("--daclip", default=None,
+                   help="DA-CLIP model paired with the network: daclip_ViT-B-32.pt for universal-ir, "
+                        "wild-daclip_ViT-L-14.pt for wild-ir (default: searched in models/daclip)")
+    p.add_argument("--steps", type=int, default=100, choices=[100],
+                   help="sampling steps; the networks were trained on the 100-step schedule (only 100 is offered)")
+    p.add_argument("--sampler", choices=["posterior", "sde"], default="posterior")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tile", type=int, default=0, help="tile side in pixels for large images (0: whole image)")
+    p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.set_defaults(func=_cmd_restore)
