@@ -103,7 +103,7 @@ class OffsetEstimator(nn.Module):
     def __init__(self, nf: int, est_nf: int, groups: int, nonlocal_blocks: bool, taps: int = 9) -> None:
         super().__init__()
         self.groups, self.taps = groups, taps
-        self.inp = _conv(2 * nf, est_nf)
+        self.inp = _conv(2 * nf + 3, est_nf)  # + 3: the colour-difference cue (LR − box-downsampled ref)
         self.down = nn.ModuleList(_conv(est_nf, est_nf, 3, 2) for _ in range(3))
         self.nl = nn.ModuleList(NonLocal(est_nf) for _ in range(3)) if nonlocal_blocks else None
         self.up = nn.ModuleList(_conv(est_nf, est_nf) for _ in range(3))
@@ -113,9 +113,10 @@ class OffsetEstimator(nn.Module):
             self.out.bias.zero_()
             self.out.bias[2 * groups * taps:] = 3.0  # mask ≈ 0.95 at init: the reference passes through
 
-    def forward(self, lr_feat: torch.Tensor, ref_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, lr_feat: torch.Tensor, ref_feat: torch.Tensor, cue: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         act = nn.functional.leaky_relu
-        feats = [act(self.inp(torch.cat((lr_feat, ref_feat), 1)), 0.1)]
+        feats = [act(self.inp(torch.cat((lr_feat, ref_feat, cue), 1)), 0.1)]
         for i, down in enumerate(self.down):
             y = act(down(feats[-1]), 0.1)
             if self.nl is not None:
@@ -148,12 +149,13 @@ class SSENModule(nn.Module):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def align(self, lr_feat: torch.Tensor, ref: torch.Tensor, keep_offsets: bool = False
+    def align(self, lr: torch.Tensor, lr_feat: torch.Tensor, ref: torch.Tensor, keep_offsets: bool = False
               ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         r = self.ref_body(self.ref_head(F.pixel_unshuffle(ref, SCALE)))
+        cue = lr - F.avg_pool2d(ref, SCALE)  # where the reference's colours disagree with the input
         trace = []
         for est, dcn in zip(self.estimators, self.dcns):
-            offset, mask = est(lr_feat, r)
+            offset, mask = est(lr_feat, r, cue)
             r = dcn(r, offset, mask)
             if keep_offsets:
                 trace.append((offset, mask))
@@ -208,7 +210,7 @@ class SSENet(nn.Module):
         trace: list = []
         if self.ssen is not None:
             ref = self.prepare_reference(lr, ref)
-            aligned, trace = self.ssen.align(mid, ref, keep_offsets=return_offsets)
+            aligned, trace = self.ssen.align(lr, mid, ref, keep_offsets=return_offsets)
             mid = self.ssen.fuse(mid, aligned)
             extra = F.pixel_shuffle(self.ssen.to_pixels(aligned), SCALE)
         y = self.body_conv(self.body_post(mid)) + x

@@ -52,11 +52,13 @@ class TrainOptions:
     patch: int = 32                  # LR patch side
     lr: float = 4e-4
     min_lr: float = 1e-6
-    p_aligned: float = 0.35
-    p_partner: float = 0.2
-    p_irrelevant: float = 0.25       # the rest is self-reference
+    p_self: float = 0.15
+    p_partner: float = 0.15
+    p_irrelevant: float = 0.25       # reached after the warm-up; the rest is aligned references
     max_shift: float = 6.0           # LR pixels
-    curriculum: float = 0.5
+    warmup: float = 0.25             # fraction of training with relevant references only
+    curriculum: float = 0.35         # fraction over which shifts / irrelevant references ramp up
+    init: str | None = None          # start from these weights (shape-compatible tensors copied)
     gan_steps: int = 0
     gan_weight: float = 5e-3
     eval_every: int = 500
@@ -121,30 +123,32 @@ class Batcher:
         hr = self._crop(s.hr, y, x, size)
         lr = self._crop(s.lr, y // SCALE, x // SCALE, o.patch) if s.lr is not None else bicubic_down(hr)
         u = _rand(g)
-        if u < o.p_aligned:
-            kind = "aligned"
-            reach = o.max_shift * min(1.0, progress / max(o.curriculum, 1e-6))
-            d = int(round(SCALE * reach))
-            ref = self._crop(s.hr, y + _randint(g, -d, d), x + _randint(g, -d, d), size)
-            if _rand(g) < 0.5:
-                ref = (ref * (0.9 + 0.2 * torch.rand(3, 1, 1, generator=g))).clamp(0, 1)
-        elif u < o.p_aligned + o.p_partner and s.refs:
-            kind = "partner"
-            r = s.refs[_randint(g, 0, len(s.refs) - 1)]
-            if r.shape[-2:] != s.hr.shape[-2:]:
-                r = F.interpolate(r[None], size=s.hr.shape[-2:], mode="bicubic", align_corners=False,
-                                  antialias=True)[0].clamp(0, 1)
-            ref = self._crop(r, y, x, size)
-        elif u < o.p_aligned + o.p_partner + o.p_irrelevant:
+        ramp = min(max((progress - o.warmup) / max(o.curriculum, 1e-6), 0.0), 1.0)
+        p_irr = o.p_irrelevant * ramp
+        if u < p_irr:
             kind = "irrelevant"
             others = [t for t in self.samples if t is not s] or self.samples
             t = others[_randint(g, 0, len(others) - 1)]
             th, tw = t.hr.shape[-2:]
             ref = self._crop(t.hr, _randint(g, 0, th - size), _randint(g, 0, tw - size), size)
             ref = augment(ref, _randint(g, 0, 3), _rand(g) < 0.5)
-        else:
+        elif u < p_irr + o.p_self:
             kind = "self"
             ref = F.interpolate(lr[None], scale_factor=SCALE, mode="bicubic", align_corners=False)[0]
+        elif u < p_irr + o.p_self + o.p_partner and s.refs:
+            kind = "partner"
+            r = s.refs[_randint(g, 0, len(s.refs) - 1)]
+            if r.shape[-2:] != s.hr.shape[-2:]:
+                r = F.interpolate(r[None], size=s.hr.shape[-2:], mode="bicubic", align_corners=False,
+                                  antialias=True)[0].clamp(0, 1)
+            ref = self._crop(r, y, x, size)
+        else:
+            kind = "aligned"
+            reach = o.max_shift * ramp
+            d = int(round(SCALE * reach))
+            ref = self._crop(s.hr, y + _randint(g, -d, d), x + _randint(g, -d, d), size)
+            if ramp > 0 and _rand(g) < 0.5:
+                ref = (ref * (0.9 + 0.2 * torch.rand(3, 1, 1, generator=g))).clamp(0, 1)
         k, flip = _randint(g, 0, 3), _rand(g) < 0.5
         return augment(lr, k, flip), augment(hr, k, flip), augment(ref, k, flip), kind
 
@@ -189,6 +193,31 @@ def _format(res: dict[str, dict[str, float]]) -> str:
                      for n, r in res.items())
 
 
+def _init_from(model: SSENet, path: str) -> None:
+    """Copy every tensor of ``path`` (safetensors / training checkpoint) into ``model`` where names match; tensors
+    whose shape differs are copied into the leading slice (new input channels start at zero)."""
+    from ..checkpoint import load_state_dict
+
+    src = load_state_dict(path)
+    own = model.state_dict()
+    copied = 0
+    with torch.no_grad():
+        for k, v in src.items():
+            if k not in own:
+                continue
+            t = own[k]
+            if t.shape == v.shape:
+                t.copy_(v)
+            elif t.ndim == v.ndim:
+                t.zero_()
+                t[tuple(slice(0, min(a, b)) for a, b in zip(t.shape, v.shape))] = \
+                    v[tuple(slice(0, min(a, b)) for a, b in zip(t.shape, v.shape))]
+            else:
+                continue
+            copied += 1
+    log.info("initialised %d/%d tensors from %s", copied, len(own), path)
+
+
 def train(opt: TrainOptions, progress=None) -> Path:
     """Run (or resume) training; returns the exported safetensors path."""
     out = Path(opt.out_dir)
@@ -208,6 +237,8 @@ def train(opt: TrainOptions, progress=None) -> Path:
     if opt.gan_steps:
         disc = PatchDiscriminator().to(opt.device)
         d_optim = torch.optim.Adam(disc.parameters(), lr=opt.lr, betas=(0.5, 0.99))
+    if opt.init:
+        _init_from(model, opt.init)
     step, elapsed = 0, 0.0
     ckpt = out / "last.pt"
     if ckpt.is_file():
