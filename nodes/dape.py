@@ -1,0 +1,162 @@
+"""DAPE / RAM nodes: load the RAM tagger (optionally with SeeSR's DAPE LoRA merged) and tag images.
+
+STRING output design: ``tags`` is an output LIST with one string per image (``is_output_list``), so a batch of B
+images gives B prompts and a downstream CLIPTextEncode runs once per image; for a single image it is just the
+tag string. ``tags_text`` is one STRING with the per-image strings joined by newlines (for display, saving or
+a single prompt). ``DAPE_EMBEDS`` carries the per-image [B,145,512] embeddings and the tag strings together.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from comfy_api.latest import io
+
+from ..core.ram import DapeEmbeds, Tagger, load_tagger
+from ..core.ram.load import DAPE_FILE, RAM_FILE
+from ..core.registry import WrongModelError
+from . import common
+
+log = logging.getLogger(__name__)
+
+DAPE_MODEL = io.Custom("DAPE_MODEL")
+DAPE_EMBEDS = io.Custom("DAPE_EMBEDS")
+FOLDER = "dape"
+NONE = "none"
+CATEGORY = f"{common.CATEGORY}/DAPE"
+CHUNK = 4  # images per forward pass
+BYTES_PER_IMAGE = 600 * 2**20  # activation estimate for Swin-L + tagging head at 384 px (fp32)
+
+
+@dataclass(frozen=True)
+class DapeModel:
+    """What travels on a DAPE_MODEL socket: the ComfyUI patcher around a :class:`Tagger` and its files."""
+    patcher: object
+    ram_name: str
+    dape_name: str | None
+
+    @property
+    def dape_merged(self) -> bool:
+        return bool(getattr(self.patcher.model, "dape_merged", False))
+
+
+def _default(files: list[str], *starts: str) -> str | None:
+    for s in starts:
+        for f in files:
+            if f.lower().rsplit("/", 1)[-1].startswith(s.lower()):
+                return f
+    return None
+
+
+def _tagger(model: object) -> Tagger:
+    if not isinstance(model, DapeModel):
+        raise TypeError(f"the 'dape_model' input must come from 'Load DAPE / RAM Tagger' (DAPE_MODEL); got "
+                        f"{type(model).__name__}")
+    module = common.load_model(model.patcher, memory_required=CHUNK * BYTES_PER_IMAGE)
+    if not isinstance(module, Tagger):
+        raise TypeError(f"the DAPE_MODEL socket holds a {type(module).__name__}, not a RAM tagger")
+    return module
+
+
+class DAPELoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        files = common.model_list(FOLDER)
+        ram_default = _default(files, "ram") or (files[0] if files else None)
+        dape_default = _default(files, "dape") or NONE
+        return io.Schema(
+            node_id="DAPELoader",
+            display_name="Load DAPE / RAM Tagger",
+            category=CATEGORY,
+            description=f"Loads the RAM Swin-L tagger ({RAM_FILE}, or a converted .safetensors) from models/dape and "
+                        f"merges SeeSR's degradation-aware DAPE LoRA ({DAPE_FILE}) into it when given. With DAPE the "
+                        "tags and embeddings are robust to degradations (SeeSR's prompts); without it this is plain "
+                        "RAM tagging.",
+            inputs=[
+                io.Combo.Input("ram_name", options=files, default=ram_default,
+                               tooltip=f"The base RAM checkpoint in models/dape ({RAM_FILE}, ≈5 GB, or its "
+                                       "converted fp16 .safetensors)."),
+                io.Combo.Input("dape_name", options=[NONE, *files], default=dape_default,
+                               tooltip=f"SeeSR's DAPE LoRA ({DAPE_FILE}, 7 MB) merged into RAM; 'none' = plain RAM. "
+                                       "Ignored for a converted file that already has DAPE merged."),
+            ],
+            outputs=[DAPE_MODEL.Output(display_name="dape_model", tooltip="The RAM tagger (with DAPE merged).")],
+        )
+
+    @classmethod
+    def execute(cls, ram_name, dape_name=NONE) -> io.NodeOutput:
+        ram_path = common.resolve_file(FOLDER, ram_name, "RAM tagger")
+        dape_path = None if dape_name in (None, "", NONE) else common.resolve_file(FOLDER, dape_name, "DAPE LoRA")
+        if dape_path is not None and dape_path == ram_path:
+            raise WrongModelError(f"'{ram_name}' was selected as both the RAM model and the DAPE LoRA; choose "
+                                  f"{RAM_FILE} as ram_name and {DAPE_FILE} as dape_name.")
+        dtype = common.compute_dtype((torch.float16, torch.float32), model_params=213_000_000)
+        try:
+            try:
+                tagger = load_tagger(ram_path, dape_path, dtype=dtype)
+            except ValueError as exc:
+                if "already has a DAPE" not in str(exc):
+                    raise
+                log.info("%s already has DAPE merged; %s is not applied again", ram_name, dape_name)
+                tagger = load_tagger(ram_path, None, dtype=dtype)
+        except WrongModelError as exc:
+            raise WrongModelError(f"{exc} Folders searched: {common.searched(FOLDER)}.") from None
+        return io.NodeOutput(DapeModel(common.wrap_model(tagger), ram_name, None if dape_path is None else dape_name))
+
+
+class DAPETagger(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DAPETagger",
+            display_name="DAPE / RAM Tag Image",
+            category=CATEGORY,
+            description="Tags every image of the batch (RAM's 4585 tags, per-class thresholds, tags in tag-list order "
+                        "joined with ', ') and returns the image embeddings that SeeSR's image cross-attention uses. "
+                        "The tags are shown on the node.",
+            inputs=[
+                DAPE_MODEL.Input("dape_model", tooltip="From 'Load DAPE / RAM Tagger'."),
+                io.Image.Input("image", tooltip="Image(s) of any size; each is stretched to 384×384 (bilinear, "
+                               "antialiased). Alpha is ignored, grayscale is used as RGB."),
+                io.Float.Input("threshold", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="0 = RAM's per-class thresholds (recommended). Otherwise one probability "
+                                       "threshold for every tag (higher = fewer tags)."),
+                io.String.Input("exclude", default="", multiline=True,
+                                tooltip="Tags to drop, separated by commas or new lines (case-insensitive)."),
+                io.Int.Input("max_tags", default=0, min=0, max=4585,
+                             tooltip="Keep at most this many tags per image (the most probable); 0 = no limit."),
+            ],
+            outputs=[
+                io.String.Output(display_name="tags", is_output_list=True,
+                                 tooltip="One tag string per image (a list: downstream nodes such as CLIPTextEncode "
+                                         "run once per image). For one image: simply its tags."),
+                io.String.Output(display_name="tags_text",
+                                 tooltip="All images' tag strings in one STRING, one line per image."),
+                DAPE_EMBEDS.Output(display_name="dape_embeds",
+                                   tooltip="Per-image embeddings [B,145,512] and tags (SeeSR's soft and hard prompt)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, dape_model, image, threshold=0.0, exclude="", max_tags=0) -> io.NodeOutput:
+        tagger = _tagger(dape_model)
+        x, _ = common.image_to_bchw(image)
+        n = x.shape[0]
+        progress = common.progress_callback(n)
+        tags: list[str] = []
+        embeds: list[torch.Tensor] = []
+        for start in range(0, n, CHUNK):
+            part = tagger.run(x[start:start + CHUNK], threshold=threshold or None, exclude=exclude,
+                              max_tags=max_tags or None)
+            tags += part.tags
+            embeds.append(part.embeds)
+            progress(min(start + CHUNK, n), n)
+        payload = DapeEmbeds(torch.cat(embeds), tuple(tags))
+        text = "\n".join(tags)
+        shown = tags if n == 1 else [f"{i + 1}: {t}" for i, t in enumerate(tags)]
+        return io.NodeOutput(tags, text, payload, ui={"text": shown})
+
+
+NODES = [DAPELoader, DAPETagger]
