@@ -240,3 +240,29 @@ def test_dape_embeds_payload():
         DapeEmbeds(torch.zeros(2, 145, 512), ("x",))
     with pytest.raises(IndexError):
         e.select(2)
+
+
+def test_cli_tag_and_convert(tmp_path, capsys, meta, io):
+    from PIL import Image
+
+    from aware_restore.cli import main
+
+    models = tmp_path / "models"
+    import kit.ram
+
+    kit.ram.write(models)
+    img = tmp_path / "lr.png"
+    Image.fromarray(io["image0.u8"].numpy()).save(img)
+    assert main(["--models-dir", str(models), "tag", str(img), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["dape_merged"] and doc["results"] == [{"image": str(img), "tags": meta["outputs"]["dape"]["tags"][0]}]
+    assert main(["--models-dir", str(models), "tag", str(img), str(img), "--no-dape"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"{img}: {meta['outputs']['ram']['tags'][0]}"] * 2
+    out = tmp_path / "ram_dape.safetensors"
+    assert main(["tag-convert", str(RAM), str(out), "--dape", str(DAPE)]) == 0
+    assert read_metadata(out)["dape_merged"] == "true" and "DAPE merged" in capsys.readouterr().out
+    # the merged file alone gives the DAPE tags (the found DAPE.pth is not applied twice)
+    assert main(["--models-dir", str(models), "tag", str(img), "--ram", str(out)]) == 0
+    assert capsys.readouterr().out == f"{img}: {meta['outputs']['dape']['tags'][0]}\n"
+    assert main(["tag", str(img), "--ram", str(DAPE)]) == 1  # DAPE alone: a clear error, no traceback
