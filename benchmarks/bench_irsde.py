@@ -33,7 +33,6 @@ class _Stop(Exception):
 
 def _network():
     import torch
-
     from aware_restore.core.checkpoint import meta_state_dict_from_key_list
     from aware_restore.core.irsde import build_irsde, infer_config
 
@@ -67,7 +66,6 @@ def case_step(size: int, repeats: int) -> dict:
 
 def case_restore(size: int, tile: int | None, overlap: int, steps: int) -> dict:
     import torch
-
     from aware_restore.core.daclip import DaclipEmbeds
     from aware_restore.core.irsde import restore
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import torch
 from comfy_api.latest import io
 
-from ..core.irsde import SAMPLERS, ConditionalUNet, UNetConfig, check_context, embeddings, load_irsde, restore
 from ..core.daclip import DaclipEmbeds
+from ..core.irsde import SAMPLERS, ConditionalUNet, UNetConfig, check_context, embeddings, load_irsde, restore
 from ..core.irsde.restore import ContextMismatchError, pairing_hint
 from ..core.tiling import tile_grid
 from . import common
@@ -134,11 +133,14 @@ class DACLIPRestore(io.ComfyNode):
         if daclip_embeds is not None:
             cond = daclip_embeds
         else:
+            width = getattr(getattr(daclip_model, "config", None), "embed_dim", None)
+            if isinstance(width, int):
+                check_context_dim(irsde_model, width)  # before spending time on the DA-CLIP encode
             cond = daclip_module(daclip_model, x.shape[0])
-            clean, degra = embeddings(cond, x)
-            # fail before the network is loaded when the pair does not match
-            check_context_dim(irsde_model, int(clean.shape[-1]))
-            cond = DaclipEmbeds(clean, degra)
+            cond = DaclipEmbeds(*embeddings(cond, x))
+        if not isinstance(cond, DaclipEmbeds):
+            raise TypeError(f"the 'daclip_embeds' input must come from a DA-CLIP node (DACLIP_EMBEDS); got "
+                            f"{type(cond).__name__}")
         check_context_dim(irsde_model, int(cond.clean.shape[-1]))
         h, w = x.shape[-2:]
         network = _network(irsde_model, _memory_required(h, w, tile, irsde_model.config.nf))

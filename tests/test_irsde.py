@@ -8,12 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from aware_restore.core.checkpoint import meta_state_dict_from_key_list
-from aware_restore.core.irsde import (IRSDE, ContextMismatchError, IRSDEConfigError, build_irsde, infer_config,
-                                      load_irsde, restore)
+from aware_restore.core.irsde import (
+    IRSDE,
+    ContextMismatchError,
+    IRSDEConfigError,
+    build_irsde,
+    infer_config,
+    load_irsde,
+    restore,
+)
 from aware_restore.core.registry import WrongModelError
+from safetensors.torch import load_file
 
 FIX = Path(__file__).parent / "fixtures" / "irsde"
 

@@ -10,13 +10,12 @@ import comfy.utils
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from aware_restore.core.checkpoint import save_safetensors
 from aware_restore.core.daclip import DaclipEmbeds
 from aware_restore.core.irsde import ContextMismatchError
 from aware_restore.core.registry import WrongModelError
 from conftest import WORKFLOWS
+from PIL import Image
 
 IDS = ("IRSDELoader", "DACLIPRestore", "DACLIPLoader")
 TINY_DACLIP = "daclip_tiny.safetensors"

@@ -146,8 +146,8 @@ def restore(network: ConditionalUNet, daclip: Any, images: torch.Tensor, steps: 
             if progress is not None:
                 progress(b * sde.T + done, total)
 
-        pick = (lambda e: e[b:b + 1] if e.shape[0] > 1 else e)
-        out = restore_one(network, sde, rgb[b:b + 1], pick(clean), pick(degra), generator, sampler, tile or None,
-                          tile_overlap, step_done)
+        c, d = (e[b:b + 1] if e.shape[0] > 1 else e for e in (clean, degra))
+        out = restore_one(network, sde, rgb[b:b + 1], c, d, generator, sampler, tile or None, tile_overlap,
+                          step_done)
         outs.append(out.clamp(0, 1).to(images.device))
     return merge_alpha(torch.cat(outs, dim=0), alpha)

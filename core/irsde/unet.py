@@ -287,12 +287,12 @@ class ConditionalUNet(nn.Module):
     def variant(self) -> str:
         return self.config.variant
 
-    def _time(self, t: int | float | torch.Tensor, device: torch.device) -> torch.Tensor:
+    def _time(self, t: float | torch.Tensor, device: torch.device) -> torch.Tensor:
         if not isinstance(t, torch.Tensor):
             t = torch.tensor([float(t)])
         return t.reshape(-1).to(device=device, dtype=torch.float32)
 
-    def forward(self, xt: torch.Tensor, mu: torch.Tensor, t: int | float | torch.Tensor,
+    def forward(self, xt: torch.Tensor, mu: torch.Tensor, t: float | torch.Tensor,
                 text_context: torch.Tensor | None = None, image_context: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
         h0, w0 = xt.shape[-2:]
