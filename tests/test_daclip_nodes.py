@@ -31,7 +31,7 @@ def nodes(comfy_env):
 
 @pytest.fixture()
 def tiny(nodes):
-    return nodes["DACLIPLoader"].execute("daclip_tiny.pt", "auto").args[0]
+    return nodes["DACLIPLoader"].execute("daclip_ViT-B-32.pt", "auto").args[0]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_schemas_and_loader_choices(nodes):
         for port in [*schema.inputs, *schema.outputs]:
             assert port.tooltip, f"{schema.node_id}.{port.id} has no tooltip"
     options = nodes["DACLIPLoader"].GET_SCHEMA().inputs[0].options
-    assert {"daclip_tiny.pt", "daclip_tiny.safetensors"} <= set(options)
+    assert {"daclip_ViT-B-32.pt", "daclip_tiny.safetensors"} <= set(options)
     labels = nodes["DACLIPClassifyDegradation"].GET_SCHEMA().inputs[2]
     assert labels.multiline and labels.default.splitlines() == list(DEGRADATIONS)
     assert daclip_nodes.DACLIP_MODEL.io_type == "DACLIP_MODEL"
@@ -59,7 +59,7 @@ def test_schemas_and_loader_choices(nodes):
 def test_loader_gives_patcher_payload_and_loads_through_comfy(nodes, tiny):
     from aware_restore.nodes.daclip import DaclipModel
 
-    assert isinstance(tiny, DaclipModel) and tiny.config.embed_dim == 32 and tiny.name == "daclip_tiny.pt"
+    assert isinstance(tiny, DaclipModel) and tiny.config.embed_dim == 32 and tiny.name == "daclip_ViT-B-32.pt"
     mm.loaded_calls.clear()
     nodes["DACLIPEncode"].execute(tiny, _image(1, 20, 30))
     assert mm.loaded_calls and mm.loaded_calls[-1]["models"] == [tiny.patcher]
@@ -166,8 +166,7 @@ def test_interrupt_stops_encoding(nodes, tiny):
 
 def test_classify_workflow_runs(comfy_env, reference_model):
     api = json.loads((WORKFLOWS / "api" / "daclip_classify.json").read_text())
-    assert api["2"]["inputs"]["model_name"] == "daclip_ViT-B-32.pt"  # what users load
-    api["2"]["inputs"]["model_name"] = "daclip_tiny.pt"  # the tiny kit model in the test tree
+    assert api["2"]["inputs"]["model_name"] == "daclip_ViT-B-32.pt"  # the kit's tiny model has the official name
     res = comfy_env.run(api)
     top3 = res.ui["4"]["text"][0]
     table = res.ui["5"]["text"][0]
@@ -193,7 +192,7 @@ def test_cli_classify(comfy_env):
     assert first["image"] == image and list(first["probabilities"]) == list(DEGRADATIONS)
     assert sum(first["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     assert first["top"] == max(first["probabilities"], key=first["probabilities"].get)
-    text = subprocess.run([*cmd, image, "--model", str(comfy_env.models_dir / "daclip" / "daclip_tiny.pt")],
+    text = subprocess.run([*cmd, image, "--model", str(comfy_env.models_dir / "daclip" / "daclip_ViT-B-32.pt")],
                           capture_output=True, text=True)
     assert text.returncode == 0, text.stderr
     assert first["top"] in text.stdout and "example.png" in text.stdout
