@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -53,14 +54,16 @@ def case_step(size: int, repeats: int) -> dict:
     g = torch.Generator().manual_seed(0)
     x, mu = torch.rand(1, 3, size, size, generator=g), torch.rand(1, 3, size, size, generator=g)
     ctx = torch.randn(1, config.context_dim, generator=g)
-    times = []
+    times, cpu = [], []
     with torch.no_grad():
         for _ in range(repeats + 1):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             net(x, mu, 50, text_context=ctx, image_context=ctx)
             times.append(time.perf_counter() - t0)
-    times = times[1:]  # first call warms up allocators
-    return {"case": f"step_{size}", "size": size, "seconds_per_step": min(times), "repeats": repeats,
+            cpu.append(time.process_time() - c0)
+    times, cpu = times[1:], cpu[1:]  # the first call warms up allocators
+    return {"case": f"step_{size}", "size": size, "seconds_per_step": min(times),
+            "cpu_seconds_per_step": min(cpu), "repeats": repeats,
             "params_m": sum(p.numel() for p in net.parameters()) / 1e6, "peak_rss_mb": _rss_mb()}
 
 
@@ -80,14 +83,16 @@ def case_restore(size: int, tile: int | None, overlap: int, steps: int) -> dict:
         if done >= steps:
             raise _Stop
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         restore(net, emb, img, tile=tile, tile_overlap=overlap, progress=progress)
     except _Stop:
         pass
     per_step = (stamps[-1] - t0) / len(stamps)
+    cpu_per_step = (time.process_time() - c0) / len(stamps)
     return {"case": f"restore_{size}" + (f"_tile{tile}" if tile else ""), "size": size, "tile": tile,
             "overlap": overlap if tile else None, "steps_run": len(stamps), "seconds_per_step": per_step,
+            "cpu_seconds_per_step": cpu_per_step,
             "extrapolated_100_steps_s": per_step * 100, "peak_rss_mb": _rss_mb()}
 
 
@@ -125,21 +130,33 @@ def main() -> int:
         jobs += [["step", "512", str(args.repeats)],
                  ["restore", "512", "0", "0", str(args.restore_steps)],
                  ["restore", "1024", "512", "64", str(args.restore_steps)]]
-    rows = [_run_child(j, threads) for j in jobs]
-    report = {"device": "cpu", "threads": threads, "torch": torch.__version__, "machine": platform.machine(),
+    rows = []
+    for job in jobs:
+        rows.append(_run_child(job, threads))
+        rows[-1]["load_average_1min"] = round(os.getloadavg()[0], 2)
+        _write(rows, threads, torch.__version__)
+    _table(rows, threads, torch.__version__)
+    return 0
+
+
+def _write(rows: list[dict], threads: int, torch_version: str) -> None:
+    report = {"device": "cpu", "threads": threads, "torch": torch_version, "machine": platform.machine(),
               "processor": platform.processor() or platform.machine(), "network": "universal-ir (nf 64, ch_mult "
               "1-2-4-8, context 512), random weights", "note": "restore cases: real 100-step sampler stopped after "
               "steps_run steps; full-run time extrapolated; peak RSS is per process (weights included)",
-              "results": rows}
+              "cpu_count": os.cpu_count(), "results": rows}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    lines = [f"IR-SDE on CPU ({threads} threads, torch {torch.__version__})",
-             f"{'case':24} {'s/step':>9} {'100 steps (s)':>14} {'peak RSS MB':>12}"]
+
+
+def _table(rows: list[dict], threads: int, torch_version: str) -> None:
+    lines = [f"IR-SDE on CPU ({threads} threads, torch {torch_version})",
+             f"{'case':24} {'s/step':>9} {'CPU s/step':>10} {'100 steps (s)':>14} {'peak RSS MB':>12}"]
     for r in rows:
         full = r.get("extrapolated_100_steps_s", r["seconds_per_step"] * 100)
-        lines.append(f"{r['case']:24} {r['seconds_per_step']:9.2f} {full:14.0f} {r['peak_rss_mb']:12.0f}")
+        lines.append(f"{r['case']:24} {r['seconds_per_step']:9.2f} {r['cpu_seconds_per_step']:10.2f} {full:14.0f} "
+                     f"{r['peak_rss_mb']:12.0f}")
     sys.stdout.write("\n".join(lines) + f"\nwrote {RESULTS}\n")
-    return 0
 
 
 if __name__ == "__main__":
