@@ -67,10 +67,11 @@ def register(subparsers) -> None:
                         "wild-daclip_ViT-L-14.pt for wild-ir (default: searched in models/daclip)")
     p.add_argument("--steps", type=int, default=100, choices=[100],
                    help="sampling steps; the networks were trained on the 100-step schedule (only 100 is offered)")
-    p.add_argument("--sampler", choices=["posterior", "sde"], default="posterior")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", choices=["posterior", "sde"], default="posterior",
+                   help="posterior: the official optimal-posterior sampler; sde: Euler steps of the reverse SDE")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (all randomness comes from it)")
     p.add_argument("--tile", type=int, default=0, help="tile side in pixels for large images (0: whole image)")
     p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.set_defaults(func=_cmd_restore)
