@@ -127,6 +127,9 @@ class DAPETagger(io.ComfyNode):
                                 tooltip="Tags to drop, separated by commas or new lines (case-insensitive)."),
                 io.Int.Input("max_tags", default=0, min=0, max=4585,
                              tooltip="Keep at most this many tags per image (the most probable); 0 = no limit."),
+                io.Boolean.Input("antialias", default=True,
+                                 tooltip="Antialiased resize to 384×384 (current torchvision). Off reproduces "
+                                         "SeeSR's pinned torchvision 0.15, which aliases when a side shrinks."),
             ],
             outputs=[
                 io.String.Output(display_name="tags", is_output_list=True,
@@ -140,7 +143,7 @@ class DAPETagger(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, dape_model, image, threshold=0.0, exclude="", max_tags=0) -> io.NodeOutput:
+    def execute(cls, dape_model, image, threshold=0.0, exclude="", max_tags=0, antialias=True) -> io.NodeOutput:
         tagger = _tagger(dape_model)
         x, _ = common.image_to_bchw(image)
         n = x.shape[0]
@@ -149,7 +152,7 @@ class DAPETagger(io.ComfyNode):
         embeds: list[torch.Tensor] = []
         for start in range(0, n, CHUNK):
             part = tagger.run(x[start:start + CHUNK], threshold=threshold or None, exclude=exclude,
-                              max_tags=max_tags or None)
+                              max_tags=max_tags or None, antialias=antialias)
             tags += part.tags
             embeds.append(part.embeds)
             progress(min(start + CHUNK, n), n)

@@ -266,3 +266,15 @@ def test_cli_tag_and_convert(tmp_path, capsys, meta, io):
     assert main(["--models-dir", str(models), "tag", str(img), "--ram", str(out)]) == 0
     assert capsys.readouterr().out == f"{img}: {meta['outputs']['dape']['tags'][0]}\n"
     assert main(["tag", str(img), "--ram", str(DAPE)]) == 1  # DAPE alone: a clear error, no traceback
+
+
+def test_antialias_flag_reaches_preprocessing(models, image):
+    model = models["dape"]
+    probs_aa, emb_aa = model.predict(image)
+    probs_no, emb_no = model.predict(image, antialias=False)
+    with torch.no_grad():
+        logits, emb = model(preprocess(image, antialias=False))
+    torch.testing.assert_close(emb_no, emb, atol=0, rtol=0)
+    torch.testing.assert_close(probs_no, torch.sigmoid(logits), atol=0, rtol=0)
+    assert (emb_no - emb_aa).abs().max() > 1e-3
+    torch.testing.assert_close(model.embed(image, antialias=False), emb_no, atol=0, rtol=0)

@@ -128,3 +128,11 @@ def test_workflow_runs(comfy_env, expected):
     assert res.ui["3"]["text"] == want  # shown on the tagger node
     assert res.ui["4"]["text"] == want  # and in the preview
     assert want[0]  # a non-empty tag string
+
+
+def test_tagger_antialias_input(nodes, loaded, fixture_image):
+    _, _, off = nodes.DAPETagger.execute(loaded["dape"], fixture_image, 0.0, "", 0, False).args
+    _, _, on = nodes.DAPETagger.execute(loaded["dape"], fixture_image, 0.0, "", 0, True).args
+    want = loaded["dape"].patcher.model.embed(fixture_image.permute(0, 3, 1, 2), antialias=False)
+    torch.testing.assert_close(off.embeds, want, atol=1e-6, rtol=0)
+    assert (off.embeds - on.embeds).abs().max() > 1e-3

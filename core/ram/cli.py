@@ -53,7 +53,8 @@ def _cmd_tag(args: argparse.Namespace) -> int:
     results = []
     for path in args.images:
         image = load_image(path)
-        payload = tagger.run(image, threshold=args.threshold, exclude=args.exclude, max_tags=args.max_tags)
+        payload = tagger.run(image, threshold=args.threshold, exclude=args.exclude, max_tags=args.max_tags,
+                             antialias=not args.no_antialias)
         results.append({"image": str(path), "tags": payload.tags[0]})
     if args.json:
         doc = {"ram": str(ram), "dape": str(dape) if dape else None, "dape_merged": tagger.dape_merged,
@@ -86,6 +87,8 @@ def register(subparsers) -> None:
                    help="one threshold for every tag (default: RAM's per-class thresholds)")
     p.add_argument("--exclude", default="", help="comma-separated tags to drop")
     p.add_argument("--max-tags", type=int, default=None, help="keep at most N tags per image (most probable)")
+    p.add_argument("--no-antialias", action="store_true",
+                   help="resize without antialiasing, as SeeSR's pinned torchvision 0.15 did")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.set_defaults(func=_cmd_tag)

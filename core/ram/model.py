@@ -200,10 +200,14 @@ class Tagger(nn.Module):
         logits = self.fc(self.tagging_head(queries, embeds)).squeeze(-1)
         return logits, embeds
 
+    def _pixels(self, images: torch.Tensor, antialias: bool | None) -> torch.Tensor:
+        return preprocess(images, self.image_size, self.antialias if antialias is None else bool(antialias))
+
     @torch.inference_mode()
-    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """RGB [B,3,H,W] in [0,1] → (probabilities [B,C] float32, embeds [B,145,512])."""
-        pixels = preprocess(images, self.image_size, self.antialias)
+    def predict(self, images: torch.Tensor, antialias: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """RGB [B,3,H,W] in [0,1] → (probabilities [B,C] float32, embeds [B,145,512]).
+        ``antialias`` (default ``self.antialias``, True) is the resize flag of ``preprocess``."""
+        pixels = self._pixels(images, antialias)
         logits, embeds = self(pixels)
         return torch.sigmoid(logits.float()), embeds
 
@@ -213,18 +217,18 @@ class Tagger(nn.Module):
         return [tagmod.join(idx, self.tag_names) for idx in chosen]
 
     def tag(self, images: torch.Tensor, threshold: float | None = None, exclude: str | Iterable[str] | None = (),
-            max_tags: int | None = None) -> list[str]:
+            max_tags: int | None = None, antialias: bool | None = None) -> list[str]:
         """One ", "-joined tag string per image (tags in tag-list order)."""
-        probs, _ = self.predict(images)
+        probs, _ = self.predict(images, antialias)
         return self.tags_from_probs(probs, threshold, exclude, max_tags)
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
+    def embed(self, images: torch.Tensor, antialias: bool | None = None) -> torch.Tensor:
         """RGB [B,3,H,W] in [0,1] → image embeddings [B,145,512] (SeeSR's soft prompt when DAPE is merged)."""
         with torch.inference_mode():
-            return self.image_embeds(preprocess(images, self.image_size, self.antialias))
+            return self.image_embeds(self._pixels(images, antialias))
 
     def run(self, images: torch.Tensor, threshold: float | None = None, exclude: str | Iterable[str] | None = (),
-            max_tags: int | None = None) -> DapeEmbeds:
+            max_tags: int | None = None, antialias: bool | None = None) -> DapeEmbeds:
         """Tags and embeddings in one pass, as a ``DapeEmbeds`` payload (embeds float32 on CPU)."""
-        probs, embeds = self.predict(images)
+        probs, embeds = self.predict(images, antialias)
         return DapeEmbeds(embeds.float().cpu(), tuple(self.tags_from_probs(probs, threshold, exclude, max_tags)))

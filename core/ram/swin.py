@@ -111,10 +111,10 @@ class WindowAttention(nn.Module):
         b, nw, n, c = x.shape
         qkv = self.qkv(x).view(b, nw, n, 3, self.heads, c // self.heads).permute(3, 0, 1, 4, 2, 5)
         q, k, v = qkv.unbind(0)  # each [B, nW, heads, N, d]
-        bias = self.relative_position_bias_table[self.rel_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
-        bias = bias.to(q.dtype)
+        table = self.relative_position_bias_table
+        bias = table[self.rel_index.to(table.device).view(-1)].view(n, n, -1).permute(2, 0, 1).to(q.dtype)
         if mask is not None:
-            bias = bias.unsqueeze(0) + mask.to(q.dtype).unsqueeze(1)  # [nW, heads, N, N]
+            bias = bias.unsqueeze(0) + mask.to(device=q.device, dtype=q.dtype).unsqueeze(1)  # [nW, heads, N, N]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.proj(out.transpose(2, 3).reshape(b, nw, n, c))
 

@@ -1,0 +1,181 @@
+"""RAM Swin-L (+ DAPE) tagger at real size with random weights (shapes from the real key lists):
+
+* tag time per 384-px image at batch 1 and 4 (``Tagger.tag`` on a 512×384 input, preprocessing included);
+* load time and peak RSS of a real-size ``ram_swin_large_14m.pth``-style pickle (all 1042 keys, fp16, ≈1 GB)
+  + DAPE.pth, against the converted inference-only fp16 safetensors (DAPE merged);
+* conversion time.
+
+Each case runs in a fresh subprocess so its peak RSS is its own. The temporary files are deleted at the end.
+Prints a table and writes benchmarks/results/ram.json.
+
+    python benchmarks/bench_ram.py [--threads N] [--repeats N] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+KEYS = HERE.parent / "tests" / "fixtures" / "ram"
+
+
+def _random_sd(key_list: Path, dtype, seed: int) -> dict:
+    """Random tensors with the listed shapes: weights ~ N(0, 1/fan_in), norms 1, biases 0, int buffers 0."""
+    import torch
+
+    from aware_restore.core.checkpoint import meta_state_dict_from_key_list
+
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, m in meta_state_dict_from_key_list(key_list).items():
+        if k.endswith(("relative_position_index", "position_ids")):
+            out[k] = torch.zeros(m.shape, dtype=torch.int64)
+        elif k.endswith("attn_mask"):
+            out[k] = torch.zeros(m.shape, dtype=dtype)
+        elif m.ndim >= 2 or k == "label_embed":
+            fan_in = m[0].numel() if m.ndim >= 2 else 1
+            std = 0.02 if "relative_position_bias_table" in k else (1.0 if k == "label_embed" else fan_in ** -0.5)
+            out[k] = (torch.randn(m.shape, generator=g) * std).to(dtype)
+        elif k.endswith(("LayerNorm.weight", "norm.weight", "norm1.weight", "norm2.weight")):
+            out[k] = torch.ones(m.shape, dtype=dtype)
+        else:
+            out[k] = torch.zeros(m.shape, dtype=dtype)
+    return out
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def case_tag(batch: int, repeats: int, device: str) -> dict:
+    import torch
+
+    from aware_restore.core.ram import build_tagger
+    from aware_restore.core.ram.load import split_ram
+
+    weights, _, _ = split_ram(_random_sd(KEYS / "ram_swin_large_keys.txt", torch.float32, 0))
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    model = build_tagger({k: v.to(dtype) for k, v in weights.items()}).to(device)
+    del weights
+    images = torch.rand(batch, 3, 384, 512, generator=torch.Generator().manual_seed(1)).to(device)
+    model.tag(images)  # warm-up
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        tags = model.tag(images)
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    assert len(tags) == batch
+    res = {"case": f"tag_b{batch}", "batch": batch, "dtype": str(dtype).removeprefix("torch."),
+           "seconds_per_image": min(times) / batch, "peak_rss_mib": _peak_mib()}
+    if device == "cuda":
+        res["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    return res
+
+
+def case_load(ram: str, dape: str | None) -> dict:
+    import torch
+
+    from aware_restore.core.ram import load_tagger
+
+    t = time.perf_counter()
+    model = load_tagger(ram, dape or None, dtype=torch.float32)
+    seconds = time.perf_counter() - t
+    return {"case": "load_" + Path(ram).suffix.lstrip("."), "file": Path(ram).name,
+            "file_mib": Path(ram).stat().st_size / 2 ** 20, "seconds": seconds, "peak_rss_mib": _peak_mib(),
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+
+
+def case_write(folder: str) -> dict:
+    import torch
+
+    from aware_restore.core.ram import convert
+
+    folder_p = Path(folder)
+    sd = _random_sd(KEYS / "ram_swin_large_keys.txt", torch.float16, 0)
+    torch.save({"model": sd}, folder_p / "ram_swin_large_14m.pth")
+    lora = _random_sd(KEYS / "dape_keys.txt", torch.float32, 2)
+    lora = {k: v * 0.01 for k, v in lora.items()}
+    torch.save(lora, folder_p / "DAPE.pth")
+    del sd
+    t = time.perf_counter()
+    convert(folder_p / "ram_swin_large_14m.pth", folder_p / "ram_dape.safetensors", dape=folder_p / "DAPE.pth")
+    return {"case": "convert", "seconds": time.perf_counter() - t, "peak_rss_mib": _peak_mib(),
+            "output_mib": (folder_p / "ram_dape.safetensors").stat().st_size / 2 ** 20}
+
+
+def _sub(args: list[str], threads: int, device: str) -> dict:
+    cmd = [sys.executable, __file__, "--threads", str(threads), "--device", device, "--case", *args]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--skip-load", action="store_true", help="only the tagging times")
+    ap.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    import torch
+
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(args.threads)
+    if args.case:
+        kind, *rest = args.case
+        res = {"tag": lambda: case_tag(int(rest[0]), args.repeats, args.device),
+               "load": lambda: case_load(rest[0], rest[1] if len(rest) > 1 else None),
+               "write": lambda: case_write(rest[0])}[kind]()
+        sys.stdout.write(json.dumps(res) + "\n")
+        return 0
+    rows = [_sub(["tag", str(b)], args.threads, args.device) for b in (1, 4)]
+    if not args.skip_load:
+        tmp = Path(tempfile.mkdtemp(prefix="bench_ram_"))
+        try:
+            rows.append(_sub(["write", str(tmp)], args.threads, "cpu"))
+            rows.append(_sub(["load", str(tmp / "ram_swin_large_14m.pth"), str(tmp / "DAPE.pth")], args.threads,
+                             "cpu"))
+            rows.append(_sub(["load", str(tmp / "ram_dape.safetensors")], args.threads, "cpu"))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    header = f"{'case':<16} {'seconds':>10} {'peak RSS MiB':>13}  note"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        secs = r.get("seconds_per_image", r.get("seconds"))
+        note = {"tag_b1": "per image, batch 1", "tag_b4": "per image, batch 4"}.get(r["case"], "")
+        if "file_mib" in r:
+            note = f"{r['file']} ({r['file_mib']:.0f} MiB)"
+        if r["case"] == "convert":
+            note = f"pickle + DAPE -> fp16 safetensors ({r['output_mib']:.0f} MiB)"
+        lines.append(f"{r['case']:<16} {secs:>10.3f} {r['peak_rss_mib']:>13.0f}  {note}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    summary = {r["case"]: round(r.get("seconds_per_image", r.get("seconds")), 3) for r in rows}
+    result = {"family": "ram", "device": args.device, "threads": args.threads, "repeats": args.repeats,
+              "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
+              "torch": torch.__version__, "rows": rows, "summary": summary}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "ram.json").write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
