@@ -24,9 +24,12 @@ RESULTS = ROOT / "benchmarks" / "results" / "daclip.json"
 
 def build_model(device: str, seed: int = 0):
     import torch
-
     from aware_restore.core.checkpoint import meta_state_dict_from_key_list
-    from aware_restore.core.daclip import build_daclip, infer_config, inference_state_dict
+    from aware_restore.core.daclip import (
+        build_daclip,
+        infer_config,
+        inference_state_dict,
+    )
 
     sd = inference_state_dict(meta_state_dict_from_key_list(KEYS))
     model = build_daclip(infer_config(sd), device="meta").to_empty(device="cpu")
@@ -86,8 +89,12 @@ def _time(fn, device: str, repeats: int) -> float:
 
 def run(device: str, repeats: int, size: int) -> dict:
     import torch
-
-    from aware_restore.core.daclip import DEGRADATIONS, encode_images, preprocess, text_features
+    from aware_restore.core.daclip import (
+        DEGRADATIONS,
+        encode_images,
+        preprocess,
+        text_features,
+    )
 
     model = build_model(device)
     params = sum(p.numel() for p in model.parameters())

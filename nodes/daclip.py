@@ -14,7 +14,14 @@ from dataclasses import dataclass
 import torch
 from comfy_api.latest import io, ui
 
-from ..core.daclip import DEGRADATIONS, DaCLIP, DaclipConfig, DaclipEmbeds, load_daclip, parse_labels
+from ..core.daclip import (
+    DEGRADATIONS,
+    DaCLIP,
+    DaclipConfig,
+    DaclipEmbeds,
+    load_daclip,
+    parse_labels,
+)
 from ..core.daclip.classify import encode_images, probabilities, text_features
 from . import common
 
@@ -27,8 +34,9 @@ DACLIP_MODEL = io.Custom("DACLIP_MODEL")
 DACLIP_EMBEDS = io.Custom("DACLIP_EMBEDS")
 PRECISIONS = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ENCODE_BATCH = 8
+DEFAULT_LABELS = "\n".join(DEGRADATIONS)
 
-__all__ = ["DACLIP_EMBEDS", "DACLIP_MODEL", "DaclipEmbeds", "DaclipModel", "NODES", "daclip_module"]
+__all__ = ["DACLIP_EMBEDS", "DACLIP_MODEL", "NODES", "DaclipEmbeds", "DaclipModel", "daclip_module"]
 
 
 @dataclass(frozen=True)
@@ -154,7 +162,7 @@ class DACLIPClassifyDegradation(io.ComfyNode):
             inputs=[
                 DACLIP_MODEL.Input("daclip_model", tooltip="From 'Load DA-CLIP Model'."),
                 io.Image.Input("image", tooltip="Image batch to classify (each image separately)."),
-                io.String.Input("labels", multiline=True, default="\n".join(DEGRADATIONS),
+                io.String.Input("labels", multiline=True, default=DEFAULT_LABELS,
                                 tooltip="Candidate labels, one per line (default: the ten degradations DA-CLIP was "
                                         "trained on). Other wordings work too, with less reliable scores."),
                 io.Int.Input("top_k", default=1, min=1, max=64,
@@ -174,7 +182,7 @@ class DACLIPClassifyDegradation(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, daclip_model, image, labels="\n".join(DEGRADATIONS), top_k=1) -> io.NodeOutput:
+    def execute(cls, daclip_model, image, labels=DEFAULT_LABELS, top_k=1) -> io.NodeOutput:
         names = parse_labels(labels)
         module, embeds = _encode(daclip_model, image)
         probs = probabilities(embeds.degradation, text_features(module, names))

@@ -9,15 +9,31 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
-
-from aware_restore.core.checkpoint import load_state_dict, meta_state_dict_from_key_list, read_metadata
-from aware_restore.core.daclip import (DEGRADATIONS, TORCH_TOLERANCE, DaclipEmbeds, DaclipLoadError, build_daclip,
-                                       classify, convert, encode_images, infer_config, load_daclip, logits,
-                                       parse_labels, preprocess, probabilities)
+from aware_restore.core.checkpoint import (
+    load_state_dict,
+    meta_state_dict_from_key_list,
+    read_metadata,
+)
+from aware_restore.core.daclip import (
+    DEGRADATIONS,
+    TORCH_TOLERANCE,
+    DaclipEmbeds,
+    DaclipLoadError,
+    build_daclip,
+    classify,
+    convert,
+    encode_images,
+    infer_config,
+    load_daclip,
+    logits,
+    parse_labels,
+    preprocess,
+    probabilities,
+)
 from aware_restore.core.daclip.load import inference_state_dict
 from aware_restore.core.registry import WrongModelError
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "daclip"
 PT, SFT, IO = FIX / "daclip_tiny.pt", FIX / "daclip_tiny.safetensors", FIX / "daclip_io.safetensors"
@@ -165,10 +181,10 @@ def test_config_inferred_from_tiny_model():
 
 
 @pytest.mark.parametrize("name,expect", [
-    ("B32", dict(image_size=224, patch_size=32, vision_width=768, vision_layers=12, text_width=512,
-                 text_layers=12, embed_dim=512, vision_heads=12, text_heads=8)),
-    ("L14", dict(image_size=224, patch_size=14, vision_width=1024, vision_layers=24, text_width=768,
-                 text_layers=12, embed_dim=768, vision_heads=16, text_heads=12)),
+    ("B32", {"image_size": 224, "patch_size": 32, "vision_width": 768, "vision_layers": 12, "text_width": 512,
+             "text_layers": 12, "embed_dim": 512, "vision_heads": 12, "text_heads": 8}),
+    ("L14", {"image_size": 224, "patch_size": 14, "vision_width": 1024, "vision_layers": 24, "text_width": 768,
+             "text_layers": 12, "embed_dim": 768, "vision_heads": 16, "text_heads": 12}),
 ])
 def test_real_size_key_lists_build_exactly_on_meta(name, expect):
     listed = meta_state_dict_from_key_list(FIX / f"daclip_keys_{name}.txt")

@@ -12,8 +12,13 @@ import comfy.utils
 import pytest
 import torch
 import torch.nn.functional as F
-
-from aware_restore.core.daclip import DEGRADATIONS, DaclipEmbeds, classify, encode_images, load_daclip
+from aware_restore.core.daclip import (
+    DEGRADATIONS,
+    DaclipEmbeds,
+    classify,
+    encode_images,
+    load_daclip,
+)
 from aware_restore.core.registry import WrongModelError
 from conftest import FIXTURES, WORKFLOWS
 
@@ -171,8 +176,8 @@ def test_classify_workflow_runs(comfy_env, reference_model):
     top3 = res.ui["4"]["text"][0]
     table = res.ui["5"]["text"][0]
     assert res.ui["3"]["text"][0] == table
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     img = torch.from_numpy(np.asarray(Image.open(comfy_env.input_dir / "example.png"), dtype=np.float32) / 255)
     probs = classify(reference_model, img.permute(2, 0, 1)[None])
@@ -183,7 +188,7 @@ def test_classify_workflow_runs(comfy_env, reference_model):
 def test_cli_classify(comfy_env):
     image = str(comfy_env.input_dir / "example.png")
     cmd = [sys.executable, "-m", "aware_restore", "--models-dir", str(comfy_env.models_dir), "classify"]
-    out = subprocess.run([*cmd, image, image, "--json"], capture_output=True, text=True)
+    out = subprocess.run([*cmd, image, image, "--json"], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["model"].endswith(".pt") or report["model"].endswith(".safetensors")
@@ -193,9 +198,9 @@ def test_cli_classify(comfy_env):
     assert sum(first["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     assert first["top"] == max(first["probabilities"], key=first["probabilities"].get)
     text = subprocess.run([*cmd, image, "--model", str(comfy_env.models_dir / "daclip" / "daclip_ViT-B-32.pt")],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert text.returncode == 0, text.stderr
     assert first["top"] in text.stdout and "example.png" in text.stdout
     bad = subprocess.run([*cmd, image, "--model", str(comfy_env.models_dir / "nope.pt")], capture_output=True,
-                         text=True)
+                         text=True, check=False)
     assert bad.returncode != 0 and "nope.pt" in bad.stderr

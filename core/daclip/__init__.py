@@ -9,7 +9,15 @@ Library API::
     probs = classify(model, images)                                   # [B, 10] over DEGRADATIONS
 """
 
-from .classify import DEGRADATIONS, classify, encode_images, logits, parse_labels, probabilities, text_features
+from .classify import (
+    DEGRADATIONS,
+    classify,
+    encode_images,
+    logits,
+    parse_labels,
+    probabilities,
+    text_features,
+)
 from .config import DaclipConfig, DaclipConfigError, infer_config
 from .embeds import DaclipEmbeds
 from .load import DaclipLoadError, convert, inference_state_dict, load_daclip
@@ -17,8 +25,25 @@ from .model import DaCLIP, build_daclip
 from .preprocess import OPENAI_MEAN, OPENAI_STD, TORCH_TOLERANCE, preprocess
 
 __all__ = [
-    "DEGRADATIONS", "DaCLIP", "DaclipConfig", "DaclipConfigError", "DaclipEmbeds", "DaclipLoadError",
-    "OPENAI_MEAN", "OPENAI_STD", "TORCH_TOLERANCE", "build_daclip", "classify", "convert", "encode_images",
-    "inference_state_dict", "infer_config", "load_daclip", "logits", "parse_labels", "preprocess",
-    "probabilities", "text_features",
+    "DEGRADATIONS",
+    "OPENAI_MEAN",
+    "OPENAI_STD",
+    "TORCH_TOLERANCE",
+    "DaCLIP",
+    "DaclipConfig",
+    "DaclipConfigError",
+    "DaclipEmbeds",
+    "DaclipLoadError",
+    "build_daclip",
+    "classify",
+    "convert",
+    "encode_images",
+    "infer_config",
+    "inference_state_dict",
+    "load_daclip",
+    "logits",
+    "parse_labels",
+    "preprocess",
+    "probabilities",
+    "text_features",
 ]

@@ -33,7 +33,7 @@ def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
 
 def crop_offsets(height: int, width: int, size: int) -> tuple[int, int]:
     """(top, left) of the centre crop (torchvision ``CenterCrop``: Python ``round``)."""
-    return int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+    return round((height - size) / 2.0), round((width - size) / 2.0)
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
