@@ -1,0 +1,93 @@
+"""The whole SeeSR ×N pipeline (``test_seesr.py`` order), independent of where the SD2 parts come from.
+
+Text encoding and the VAE are passed as callables so the same code drives diffusers components (CLI) and
+ComfyUI's CLIP/VAE objects (``SeeSRUpscale`` node):
+
+* ``encode_text(list[str]) -> [B, 77, D]`` text states;
+* ``vae_encode([B,3,H,W] in [0,1]) -> [B,4,H/8,W/8]`` *unscaled* latent (what ComfyUI's VAEEncode gives);
+* ``vae_decode(unscaled latent) -> [B,3,H,W]`` in [0,1];
+* ``dape([B,3,H,W] in [0,1]) -> DapeEmbeds`` (tags + [B,145,512]) — or pass ``dape_embeds`` precomputed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from ..colorfix import adain, wavelet
+from ..ram.embeds import DapeEmbeds
+from .resize import condition_image, plan_sizes, to_final
+from .sampler import SD2_LATENT_SCALE, Progress, SamplerOptions, sample
+
+ADDED_PROMPT = "clean, high-resolution, 8k"
+NEGATIVE_PROMPT = "dotted, noise, blur, lowres, smooth"
+COLOR_FIXES = ("adain", "wavelet", "none")
+
+TextEncoder = Callable[[Sequence[str]], torch.Tensor]
+VaeFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def build_prompts(tags: str, user_prompt: str = "", added_prompt: str = ADDED_PROMPT,
+                  negative: str = NEGATIVE_PROMPT) -> tuple[str, str]:
+    """The official prompt pair: ``f"{tags}, {user_prompt}," + added_prompt`` and the negative prompt."""
+    return f"{tags}, {user_prompt}," + added_prompt, negative
+
+
+def apply_color_fix(x: torch.Tensor, reference: torch.Tensor, method: str) -> torch.Tensor:
+    if method == "adain":
+        return adain(x, reference).clamp(0, 1)
+    if method == "wavelet":
+        return wavelet(x, reference).clamp(0, 1)
+    if method in ("none", "nofix", ""):
+        return x.clamp(0, 1)
+    raise ValueError(f"unknown colour fix {method!r}; choose one of {', '.join(COLOR_FIXES)}")
+
+
+@dataclass(frozen=True)
+class UpscaleOptions:
+    upscale: int = 4
+    process_size: int = 512
+    user_prompt: str = ""
+    added_prompt: str = ADDED_PROMPT
+    negative_prompt: str = NEGATIVE_PROMPT
+    color_fix: str = "adain"   # test_seesr.py --align_method default
+    sampler: SamplerOptions = SamplerOptions()
+
+
+def upscale(image: torch.Tensor, unet, controlnet, *, encode_text: TextEncoder, vae_encode: VaeFn, vae_decode: VaeFn,
+            seed: int = 0, dape: Callable[[torch.Tensor], DapeEmbeds] | None = None,
+            dape_embeds: DapeEmbeds | None = None, options: UpscaleOptions = UpscaleOptions(),
+            progress: Progress | None = None) -> torch.Tensor:
+    """LR ``[B,3,H,W]`` in [0,1] → SR ``[B,3,H·up,W·up]`` in [0,1]; each image gets its own tags/prompt.
+
+    Images are processed one at a time (each may need its own prompt); the generator is seeded once with ``seed``.
+    """
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"upscale expects an RGB batch [B,3,H,W], got {tuple(image.shape)}")
+    if dape_embeds is None:
+        if dape is None:
+            raise ValueError("give a DAPE tagger (dape=) or precomputed dape_embeds")
+        dape_embeds = dape(image)
+    if len(dape_embeds) not in (1, image.shape[0]):
+        raise ValueError(f"{len(dape_embeds)} DAPE embeddings for {image.shape[0]} images")
+    plan = plan_sizes(image.shape[-1], image.shape[-2], options.upscale, options.process_size)
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    steps = options.sampler.steps
+    total = steps * image.shape[0]
+    outs = []
+    for i in range(image.shape[0]):
+        emb = dape_embeds.select(i if len(dape_embeds) > 1 else 0)
+        tags = emb.tags[0] if emb.tags else ""
+        pos_text, neg_text = build_prompts(tags, options.user_prompt, options.added_prompt, options.negative_prompt)
+        text = encode_text([neg_text, pos_text])
+        cond = condition_image(image[i:i + 1].float(), plan)
+        lr_latent = vae_encode(cond).float() * SD2_LATENT_SCALE
+        step_progress = None if progress is None else (lambda d, t, i=i: progress(i * steps + d, total))
+        z = sample(unet, controlnet, lr_latent=lr_latent, cond_image=cond, positive=text[1:2], negative=text[0:1],
+                   image_embeds=emb.embeds, generator=generator, opts=options.sampler, progress=step_progress)
+        sr = vae_decode(z / SD2_LATENT_SCALE).float().cpu().clamp(0, 1)
+        sr = apply_color_fix(sr, cond.cpu(), options.color_fix)
+        outs.append(to_final(sr, plan).clamp(0, 1))
+    return torch.cat(outs)

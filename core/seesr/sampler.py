@@ -1,0 +1,167 @@
+"""SeeSR's denoising loop: ControlNet + UNet with RCA, CFG, LR-embedding start, latent tiling, any scheduler.
+
+Everything here works on *scaled* latents (``z · 0.18215``, what the UNet sees). ComfyUI LATENTs are unscaled; the
+node layer converts with :data:`SD2_LATENT_SCALE`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .schedule import LR_START_T, lr_embedding, make_scheduler
+from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, gaussian_weights, tile_origins
+
+SD2_LATENT_SCALE = 0.18215
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """Sampling settings; defaults are the official ones except the tile overlap (see docs/seesr.md)."""
+
+    steps: int = 50
+    cfg: float = 5.5
+    control_scale: float = 1.0
+    scheduler: str = "ddpm"
+    start: str = "lr"            # "lr": LR latent noised to t=999; "noise": pure noise
+    tile_size: int | None = DEFAULT_TILE       # latent pixels; None/0 disables tiling
+    tile_overlap: int = DEFAULT_OVERLAP
+    tile_batch: int = 2          # tiles per network call (each tile carries its CFG pair)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.start not in ("lr", "noise"):
+            raise ValueError(f"start must be 'lr' or 'noise', got {self.start!r}")
+        if self.tile_size and not 0 <= self.tile_overlap < self.tile_size:
+            raise ValueError(f"tile overlap {self.tile_overlap} must be in [0, tile size {self.tile_size})")
+        if self.tile_batch < 1:
+            raise ValueError(f"tile_batch must be >= 1, got {self.tile_batch}")
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Per-call conditioning, already batched for CFG as [negative…, positive…]."""
+
+    text: torch.Tensor    # [2B, 77, D]
+    image: torch.Tensor   # [2B, N, 512]
+    cond: torch.Tensor    # [2B, 3, 8h, 8w] in [0,1]
+
+
+def _batch(x: torch.Tensor, b: int, what: str) -> torch.Tensor:
+    if x.shape[0] == b:
+        return x
+    if x.shape[0] == 1:
+        return x.expand(b, *x.shape[1:])
+    raise ValueError(f"{what} has batch {x.shape[0]}, expected 1 or {b}")
+
+
+def build_conditioning(positive: torch.Tensor, negative: torch.Tensor, image_embeds: torch.Tensor,
+                       cond_image: torch.Tensor, batch: int, cfg: bool) -> Conditioning:
+    """Stack the CFG batch: text [neg, pos], DAPE embeddings duplicated (not zeroed), condition image duplicated."""
+    pos = _batch(positive, batch, "positive conditioning")
+    img = _batch(image_embeds, batch, "DAPE embeddings")
+    cimg = _batch(cond_image, batch, "condition image")
+    if not cfg:
+        return Conditioning(pos, img, cimg)
+    neg = _batch(negative, batch, "negative conditioning")
+    if neg.shape[1:] != pos.shape[1:]:
+        raise ValueError(f"negative conditioning {tuple(neg.shape)} and positive {tuple(pos.shape)} differ in shape")
+    return Conditioning(torch.cat([neg, pos]), torch.cat([img, img]), torch.cat([cimg, cimg]))
+
+
+def _net(unet, controlnet, x: torch.Tensor, t, c: Conditioning, scale: float) -> torch.Tensor:
+    dtype = next(unet.parameters()).dtype
+    x = x.to(dtype)
+    text, img = c.text.to(dtype), c.image.to(dtype)
+    down, mid = controlnet(x, t, encoder_hidden_states=text, controlnet_cond=c.cond.to(dtype),
+                           conditioning_scale=scale, return_dict=False, image_encoder_hidden_states=img)
+    out = unet(x, t, encoder_hidden_states=text, down_block_additional_residuals=down,
+               mid_block_additional_residual=mid, return_dict=False, image_encoder_hidden_states=img)[0]
+    return out.float()
+
+
+def predict_noise(unet, controlnet, x: torch.Tensor, t, c: Conditioning, opts: SamplerOptions) -> torch.Tensor:
+    """Noise prediction for the (CFG-doubled) ``x``; tiled + Gaussian-blended when the latent exceeds one tile."""
+    h, w = x.shape[-2:]
+    size, origins = tile_origins(h, w, opts.tile_size or 0, opts.tile_overlap)
+    if size == 0:
+        return _net(unet, controlnet, x, t, c, opts.control_scale)
+    g = gaussian_weights(size).to(x.device)
+    acc = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    wsum = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    n = x.shape[0]
+    for i in range(0, len(origins), opts.tile_batch):
+        group = origins[i:i + opts.tile_batch]
+        k = len(group)
+        xt = torch.cat([x[..., y:y + size, xx:xx + size] for y, xx in group])
+        ct = torch.cat([c.cond[..., 8 * y:8 * (y + size), 8 * xx:8 * (xx + size)] for y, xx in group])
+        tc = Conditioning(c.text.repeat(k, 1, 1), c.image.repeat(k, 1, 1), ct)
+        out = _net(unet, controlnet, xt, t, tc, opts.control_scale)
+        for j, (y, xx) in enumerate(group):
+            acc[..., y:y + size, xx:xx + size] += out[j * n:(j + 1) * n] * g
+            wsum[..., y:y + size, xx:xx + size] += g
+    return acc / wsum
+
+
+def _step_kwargs(scheduler, generator: torch.Generator | None) -> dict:
+    params = inspect.signature(scheduler.step).parameters
+    return {"generator": generator} if "generator" in params else {}
+
+
+def initial_latents(shape: tuple[int, ...], scheduler, generator: torch.Generator, start: str,
+                    lr_latent: torch.Tensor | None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The start point: ``randn`` from ``generator`` (drawn first, as the official pipeline does), then either the
+    LR embedding (``lr_latent`` noised to t=999) or the noise scaled by ``init_noise_sigma``."""
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32, device=generator.device).to(device)
+    if start == "noise":
+        return noise * scheduler.init_noise_sigma
+    if lr_latent is None:
+        raise ValueError("start='lr' needs the LR latent")
+    return lr_embedding(_batch(lr_latent.float().to(device), shape[0], "LR latent"), noise, scheduler, LR_START_T)
+
+
+def sample(unet, controlnet, *, lr_latent: torch.Tensor | None, cond_image: torch.Tensor, positive: torch.Tensor,
+           negative: torch.Tensor, image_embeds: torch.Tensor, generator: torch.Generator,
+           opts: SamplerOptions = SamplerOptions(), latent_shape: tuple[int, ...] | None = None,
+           progress: Progress | None = None) -> torch.Tensor:
+    """Run the SeeSR loop; returns the final *scaled* latent ``[B,4,h,w]`` (float32).
+
+    ``lr_latent``: scaled LR latent ``[B|1,4,h,w]`` (for ``start='lr'``; also gives the shape); ``cond_image``:
+    ``[B|1,3,8h,8w]`` in [0,1]; ``positive``/``negative``: text states ``[B|1,77,D]``; ``image_embeds``: DAPE
+    ``[B|1,N,512]``.
+    """
+    if not isinstance(generator, torch.Generator):
+        raise TypeError("sample() needs a seeded torch.Generator")
+    device = next(unet.parameters()).device
+    if latent_shape is None:
+        if lr_latent is None:
+            raise ValueError("give lr_latent or latent_shape")
+        latent_shape = tuple(lr_latent.shape)
+    b, _, h, w = latent_shape
+    if tuple(cond_image.shape[-2:]) != (8 * h, 8 * w):
+        raise ValueError(f"condition image {tuple(cond_image.shape[-2:])} must be 8× the latent {(h, w)}")
+    scheduler = make_scheduler(opts.scheduler)
+    scheduler.set_timesteps(opts.steps, device=device)
+    do_cfg = opts.cfg > 1.0
+    cond = build_conditioning(positive.to(device), negative.to(device), image_embeds.to(device),
+                              cond_image.to(device), b, do_cfg)
+    latents = initial_latents(tuple(latent_shape), scheduler, generator, opts.start, lr_latent, device)
+    kwargs = _step_kwargs(scheduler, generator)
+    timesteps = scheduler.timesteps
+    with torch.inference_mode():
+        for i, t in enumerate(timesteps):
+            x = torch.cat([latents, latents]) if do_cfg else latents
+            x = scheduler.scale_model_input(x, t)
+            eps = predict_noise(unet, controlnet, x, t, cond, opts)
+            if do_cfg:
+                u, c = eps.chunk(2)
+                eps = u + opts.cfg * (c - u)
+            latents = scheduler.step(eps, t, latents, return_dict=False, **kwargs)[0]
+            if progress is not None:
+                progress(i + 1, len(timesteps))
+    return latents
