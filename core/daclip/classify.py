@@ -55,8 +55,9 @@ def encode_images(model: DaCLIP, images: torch.Tensor, batch_size: int = 8, prog
     clean, degra = [], []
     total = images.shape[0]
     for start in range(0, total, max(1, batch_size)):
-        chunk = images[start:start + batch_size]
-        pixels = preprocess(chunk.to(model.weight_device), model.image_size, backend=backend)
+        # preprocess image by image: a batch of huge images never sits on the device at full size at once
+        pixels = torch.cat([preprocess(img[None].to(model.weight_device), model.image_size, backend=backend)
+                            for img in images[start:start + batch_size]])
         with torch.no_grad():
             c, d = model.encode_image(pixels, control=True)
         clean.append(c.float().cpu())
