@@ -8,7 +8,7 @@ per-step working set is the same at every step, so the peak RSS is that of a ful
 extrapolated as 100 x the measured time per step (reported as such). Each case runs in a fresh process so peaks
 do not mix.
 
-    python benchmarks/bench_irsde.py [--threads N] [--restore-steps K] [--quick]
+    python benchmarks/bench_irsde.py [--threads N] [--restore-steps K] [--cases step256,...] [--quick]
 """
 
 from __future__ import annotations
@@ -108,6 +108,9 @@ def main() -> int:
     ap.add_argument("--restore-steps", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="256² step only (smoke run)")
+    ap.add_argument("--cases", default="step256,step512,restore512,restore1024t",
+                    help="comma-separated: step256, step512, restore512, restore1024t, step1024 (whole 1024² image)")
+    ap.add_argument("--results", default=str(RESULTS), help="JSON output path")
     ap.add_argument("--child", nargs="*", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     import torch
@@ -125,28 +128,31 @@ def main() -> int:
         return 0
 
     threads = args.threads or torch.get_num_threads()
-    jobs = [["step", "256", str(args.repeats)]]
-    if not args.quick:
-        jobs += [["step", "512", str(args.repeats)],
-                 ["restore", "512", "0", "0", str(args.restore_steps)],
-                 ["restore", "1024", "512", "64", str(args.restore_steps)]]
+    rs = str(args.restore_steps)
+    cases = {"step256": ["step", "256", str(args.repeats)], "step512": ["step", "512", str(args.repeats)],
+             "restore512": ["restore", "512", "0", "0", rs], "restore1024t": ["restore", "1024", "512", "64", rs],
+             "step1024": ["step", "1024", "1"]}
+    names = ["step256"] if args.quick else [c for c in args.cases.split(",") if c]
+    unknown = [n for n in names if n not in cases]
+    if unknown:
+        raise SystemExit(f"unknown cases {unknown}; choose from {sorted(cases)}")
     rows = []
-    for job in jobs:
-        rows.append(_run_child(job, threads))
+    for name in names:
+        rows.append(_run_child(cases[name], threads))
         rows[-1]["load_average_1min"] = round(os.getloadavg()[0], 2)
-        _write(rows, threads, torch.__version__)
+        _write(rows, threads, torch.__version__, Path(args.results))
     _table(rows, threads, torch.__version__)
     return 0
 
 
-def _write(rows: list[dict], threads: int, torch_version: str) -> None:
+def _write(rows: list[dict], threads: int, torch_version: str, path: Path = RESULTS) -> None:
     report = {"device": "cpu", "threads": threads, "torch": torch_version, "machine": platform.machine(),
               "processor": platform.processor() or platform.machine(), "network": "universal-ir (nf 64, ch_mult "
               "1-2-4-8, context 512), random weights", "note": "restore cases: real 100-step sampler stopped after "
               "steps_run steps; full-run time extrapolated; peak RSS is per process (weights included)",
               "cpu_count": os.cpu_count(), "results": rows}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def _table(rows: list[dict], threads: int, torch_version: str) -> None:
@@ -156,7 +162,7 @@ def _table(rows: list[dict], threads: int, torch_version: str) -> None:
         full = r.get("extrapolated_100_steps_s", r["seconds_per_step"] * 100)
         lines.append(f"{r['case']:24} {r['seconds_per_step']:9.2f} {r['cpu_seconds_per_step']:10.2f} {full:14.0f} "
                      f"{r['peak_rss_mb']:12.0f}")
-    sys.stdout.write("\n".join(lines) + f"\nwrote {RESULTS}\n")
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
