@@ -78,13 +78,13 @@ def test_tagger_matches_reference(nodes, loaded, fixture_image, expected, which)
 
 def test_tagger_batch_is_per_image(nodes, loaded, fixture_image):
     noise = torch.rand(fixture_image.shape, generator=torch.Generator().manual_seed(3))
-    batch = torch.cat([fixture_image, noise, fixture_image.flip(2)])
+    batch = torch.cat([fixture_image, noise])
     comfy.utils.updates.clear()
     tags, text, payload = nodes.DAPETagger.execute(loaded["dape"], batch).args
-    assert len(tags) == 3 and text.split("\n") == tags and payload.tags == tuple(tags)
+    assert len(tags) == 2 and text.split("\n") == tags and payload.tags == tuple(tags)
     assert tags[0] != tags[1]
-    assert comfy.utils.updates[-1] == (3, 3)
-    for i in range(3):
+    assert comfy.utils.updates[-1] == (2, 2)
+    for i in range(2):
         single, _, single_payload = nodes.DAPETagger.execute(loaded["dape"], batch[i:i + 1]).args
         assert single == [tags[i]]
         torch.testing.assert_close(payload.embeds[i:i + 1], single_payload.embeds, atol=1e-5, rtol=0)

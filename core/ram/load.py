@@ -23,6 +23,7 @@ import torch
 from ..checkpoint import SAFETENSORS_SUFFIXES, load_state_dict, read_metadata, save_safetensors
 from ..registry import WrongModelError, describe, require_family
 from .model import RamConfig, Tagger
+from .swin import SwinConfig
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,11 @@ def inference_state_dict(ram: Source, dape: Source | None = None, dtype: torch.d
     meta: dict[str, str] = {}
     if not isinstance(ram, Mapping) and Path(ram).suffix.lower() in SAFETENSORS_SUFFIXES:
         meta = read_metadata(ram)
+    image_size = meta.get("image_size")
+    if image_size is None:
+        probe = SwinConfig.from_state_dict(sd, "visual_encoder.") if "visual_encoder.patch_embed.proj.weight" in sd \
+            else None
+        image_size = probe.image_size if probe is not None else 384
     weights, lora, ignored = split_ram(sd)
     if ignored:
         log.debug("RAM %s: ignored %d keys not used for tagging (e.g. %s)", ram_name, len(ignored), ignored[0])
@@ -142,13 +148,14 @@ def inference_state_dict(ram: Source, dape: Source | None = None, dtype: torch.d
                 f"like {describe(dsd)}. Give the RAM checkpoint as the RAM model and {DAPE_FILE} as the DAPE file.")
         weights = merge_lora(weights, dsd, dape_name)
         merged = True
-    return weights, {"family": "ram", "dape_merged": "true" if merged else "false"}
+    return weights, {"family": "ram", "dape_merged": "true" if merged else "false", "image_size": str(image_size)}
 
 
-def build_tagger(weights: Mapping[str, torch.Tensor]) -> Tagger:
+def build_tagger(weights: Mapping[str, torch.Tensor], image_size: int | None = None) -> Tagger:
     """Build a ``Tagger`` whose hyper-parameters come from the tensor shapes and load ``weights`` strictly
-    (assigning the tensors, so meta-device state dicts work too)."""
-    cfg = RamConfig.from_state_dict(weights)
+    (assigning the tensors, so meta-device state dicts work too). ``image_size``: the input side (RAM: 384;
+    shapes cannot show it, a stored ``attn_mask`` buffer can)."""
+    cfg = RamConfig.from_state_dict(weights, image_size)
     with torch.device("meta"):
         model = Tagger(cfg)
     model.load_state_dict(dict(weights), strict=True, assign=True)
@@ -159,7 +166,7 @@ def load_tagger(ram_path_or_sd: Source, dape_path_or_sd: Source | None = None,
                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tagger:
     """Load RAM (``ram_swin_large_14m.pth`` or a converted .safetensors) with DAPE LoRA merged if given."""
     weights, meta = inference_state_dict(ram_path_or_sd, dape_path_or_sd, dtype)
-    model = build_tagger(weights)
+    model = build_tagger(weights, int(meta["image_size"]))
     model.dape_merged = meta["dape_merged"] == "true"
     if device is not None:
         model.to(device)

@@ -35,8 +35,8 @@ class RamConfig:
     head_heads: int = HEAD_HEADS
 
     @classmethod
-    def from_state_dict(cls, sd: Mapping[str, torch.Tensor]) -> RamConfig:
-        swin = SwinConfig.from_state_dict(sd, "visual_encoder.")
+    def from_state_dict(cls, sd: Mapping[str, torch.Tensor], image_size: int | None = None) -> RamConfig:
+        swin = SwinConfig.from_state_dict(sd, "visual_encoder.", image_size)
         layers = {int(m.group(1)) for k in sd if (m := re.match(r"tagging_head\.encoder\.layer\.(\d+)\.", k))}
         if not layers:
             raise ValueError("no 'tagging_head.encoder.layer.<i>' keys: not a RAM tagging checkpoint")

@@ -66,11 +66,18 @@ class SwinConfig:
         mlp = sd[f"{prefix}layers.0.blocks.0.mlp.fc1.weight"].shape[0] / dim
         patch = int(proj.shape[-1])
         if image_size is None:
-            # a stored attn_mask of the first shifted block reveals the token grid; RAM's default is 384
-            mask = sd.get(f"{prefix}layers.0.blocks.1.attn_mask")
-            image_size = 384 if mask is None else math.isqrt(int(mask.shape[0])) * window * patch
+            image_size = image_size_from_masks(sd, window, patch, prefix) or 384  # RAM's input size
         return cls(dim, tuple(depths[i] for i in range(len(depths))), tuple(heads), window, patch,
                    int(proj.shape[1]), float(mlp), int(image_size))
+
+
+def image_size_from_masks(sd: Mapping[str, torch.Tensor], window: int, patch: int, prefix: str = "") -> int | None:
+    """Input size implied by a stored ``attn_mask`` buffer ([nW, N, N] in stage i), or None without one."""
+    for k, t in sd.items():
+        m = re.fullmatch(re.escape(prefix) + r"layers\.(\d+)\.blocks\.\d+\.attn_mask", k)
+        if m and t.ndim == 3:
+            return math.isqrt(int(t.shape[0])) * window * patch * 2 ** int(m.group(1))
+    return None
 
 
 def relative_position_index(window: int) -> torch.Tensor:
