@@ -164,6 +164,9 @@ def test_legacy_prefix_unused_keys_and_strictness(models, io):
     del broken["fc.bias"]
     with pytest.raises(RuntimeError, match="fc.bias"):
         load_tagger(broken)
+    del broken["wordvec_proj.weight"]
+    with pytest.raises(ValueError, match="wordvec_proj.weight' is missing"):
+        load_tagger(broken)
 
 
 def test_ramlora_state_dict_with_zero_lora_equals_ram(models, io):

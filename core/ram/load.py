@@ -125,9 +125,10 @@ def inference_state_dict(ram: Source, dape: Source | None = None, dtype: torch.d
         meta = read_metadata(ram)
     image_size = meta.get("image_size")
     if image_size is None:
-        probe = SwinConfig.from_state_dict(sd, "visual_encoder.") if "visual_encoder.patch_embed.proj.weight" in sd \
-            else None
-        image_size = probe.image_size if probe is not None else 384
+        try:
+            image_size = SwinConfig.from_state_dict(sd, "visual_encoder.").image_size
+        except (KeyError, ValueError):  # reported with a clear message by build_tagger
+            image_size = 384
     weights, lora, ignored = split_ram(sd)
     if ignored:
         log.debug("RAM %s: ignored %d keys not used for tagging (e.g. %s)", ram_name, len(ignored), ignored[0])
@@ -155,7 +156,10 @@ def build_tagger(weights: Mapping[str, torch.Tensor], image_size: int | None = N
     """Build a ``Tagger`` whose hyper-parameters come from the tensor shapes and load ``weights`` strictly
     (assigning the tensors, so meta-device state dicts work too). ``image_size``: the input side (RAM: 384;
     shapes cannot show it, a stored ``attn_mask`` buffer can)."""
-    cfg = RamConfig.from_state_dict(weights, image_size)
+    try:
+        cfg = RamConfig.from_state_dict(weights, image_size)
+    except KeyError as exc:
+        raise ValueError(f"incomplete RAM checkpoint: tensor {exc} is missing") from None
     with torch.device("meta"):
         model = Tagger(cfg)
     model.load_state_dict(dict(weights), strict=True, assign=True)
