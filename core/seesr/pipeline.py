@@ -19,7 +19,7 @@ import torch
 from ..colorfix import adain, wavelet
 from ..ram.embeds import DapeEmbeds
 from .resize import condition_image, plan_sizes, to_final
-from .sampler import SD2_LATENT_SCALE, Progress, SamplerOptions, sample
+from .sampler import SD2_LATENT_SCALE, Progress, SamplerOptions, match_token_lengths, sample
 
 ADDED_PROMPT = "clean, high-resolution, 8k"
 NEGATIVE_PROMPT = "dotted, noise, blur, lowres, smooth"
@@ -81,11 +81,11 @@ def upscale(image: torch.Tensor, unet, controlnet, *, encode_text: TextEncoder, 
         emb = dape_embeds.select(i if len(dape_embeds) > 1 else 0)
         tags = emb.tags[0] if emb.tags else ""
         pos_text, neg_text = build_prompts(tags, options.user_prompt, options.added_prompt, options.negative_prompt)
-        text = encode_text([neg_text, pos_text])
+        neg, pos = match_token_lengths(encode_text([neg_text]).float(), encode_text([pos_text]).float())
         cond = condition_image(image[i:i + 1].float(), plan)
         lr_latent = vae_encode(cond).float() * SD2_LATENT_SCALE
         step_progress = None if progress is None else (lambda d, t, i=i: progress(i * steps + d, total))
-        z = sample(unet, controlnet, lr_latent=lr_latent, cond_image=cond, positive=text[1:2], negative=text[0:1],
+        z = sample(unet, controlnet, lr_latent=lr_latent, cond_image=cond, positive=pos, negative=neg,
                    image_embeds=emb.embeds, generator=generator, opts=options.sampler, progress=step_progress)
         sr = vae_decode(z / SD2_LATENT_SCALE).float().cpu().clamp(0, 1)
         sr = apply_color_fix(sr, cond.cpu(), options.color_fix)

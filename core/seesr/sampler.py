@@ -7,16 +7,18 @@ node layer converts with :data:`SD2_LATENT_SCALE`.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from ..progress import Progress
 from .schedule import LR_START_T, lr_embedding, make_scheduler
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, gaussian_weights, tile_origins
 
 SD2_LATENT_SCALE = 0.18215
-Progress = Callable[[int, int], None]
+
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,14 @@ def _batch(x: torch.Tensor, b: int, what: str) -> torch.Tensor:
     raise ValueError(f"{what} has batch {x.shape[0]}, expected 1 or {b}")
 
 
+def match_token_lengths(*states: torch.Tensor) -> list[torch.Tensor]:
+    """Make text states of different token counts (ComfyUI encodes long prompts as several 77-token chunks) the
+    same length by repeating each to the least common multiple, as ComfyUI's samplers do."""
+    lens = [int(s.shape[1]) for s in states]
+    target = math.lcm(*lens)
+    return [s.repeat(1, target // n, 1) if n != target else s for s, n in zip(states, lens)]
+
+
 def build_conditioning(positive: torch.Tensor, negative: torch.Tensor, image_embeds: torch.Tensor,
                        cond_image: torch.Tensor, batch: int, cfg: bool) -> Conditioning:
     """Stack the CFG batch: text [neg, pos], DAPE embeddings duplicated (not zeroed), condition image duplicated."""
@@ -69,6 +79,7 @@ def build_conditioning(positive: torch.Tensor, negative: torch.Tensor, image_emb
     if not cfg:
         return Conditioning(pos, img, cimg)
     neg = _batch(negative, batch, "negative conditioning")
+    neg, pos = match_token_lengths(neg, pos)
     if neg.shape[1:] != pos.shape[1:]:
         raise ValueError(f"negative conditioning {tuple(neg.shape)} and positive {tuple(pos.shape)} differ in shape")
     return Conditioning(torch.cat([neg, pos]), torch.cat([img, img]), torch.cat([cimg, cimg]))
