@@ -108,10 +108,9 @@ def test_real_size_key_list_builds_on_meta():
     assert got == {k: tuple(v.shape) for k, v in weights.items()}
     assert 200e6 < sum(p.numel() for p in model.parameters()) < 230e6  # ≈213M inference parameters
     # the shifted-window masks are recomputed, and match the stored buffer shapes
-    for key, t in sd.items():
-        if key.endswith(".attn_mask"):
-            block = model.visual_encoder.get_submodule(key[len("visual_encoder."):-len(".attn_mask")])
-            assert block.mask is not None and block.mask.shape == t.shape
+    stored = {k[len("visual_encoder."):-len(".attn_mask")]: t.shape for k, t in sd.items() if k.endswith(".attn_mask")}
+    built = {n: b.mask.shape for n, b in model.visual_encoder.named_modules() if getattr(b, "mask", None) is not None}
+    assert built == stored and len(built) == 11  # same shifted blocks (none in the 12×12 last stage)
     # DAPE: every used LoRA pair fits its base weight; shapes unchanged after merging
     dape = meta_state_dict_from_key_list(FIX / "dape_keys.txt")
     assert len(dape) == 248
