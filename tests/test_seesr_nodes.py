@@ -26,7 +26,7 @@ def parts(nodes, comfy_env):
 
     seesr, dape = nodes
     model = seesr.SeeSRLoader.execute("seesr", "fp32").args[0]
-    _, clip, vae = sd_nodes.CheckpointLoaderSimple.execute("sd2_tiny_double.safetensors").args
+    _, clip, vae = sd_nodes.CheckpointLoaderSimple.execute("512-base-ema.safetensors").args
     tagger = dape.DAPELoader.execute("ram_swin_large_14m.pth", "DAPE.pth").args[0]
     image = torch.rand(1, 24, 32, 3, generator=torch.Generator().manual_seed(3))
     tags, _, embeds = dape.DAPETagger.execute(tagger, image).args

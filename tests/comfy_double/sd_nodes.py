@@ -2,7 +2,7 @@
 VAEDecode) with the same ids, inputs, outputs and return types, over TINY stand-in models.
 
 Real ComfyUI loads an SD2 single-file checkpoint (``comfy.sd.load_checkpoint_guess_config``). The double reads a
-tiny stand-in checkpoint written by ``tests/kit/seesr.py`` (``models/checkpoints/sd2_tiny_double.safetensors``):
+tiny stand-in checkpoint written by ``tests/kit/seesr.py`` (``models/checkpoints/512-base-ema.safetensors``):
 ``first_stage_model.*`` a tiny diffusers AutoencoderKL (×8, 4 latent channels), ``cond_stage_model.*`` a tiny text
 encoder (77 tokens per chunk, width 32 = the tiny SeeSR UNet's cross-attention width), ``model.diffusion_model.*``
 a placeholder; configs in the file metadata. What the objects return mirrors ``comfy/sd.py``:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "seesr"
 SEESR_NAME = "seesr"
-SD2_NAME = "sd2_tiny_double.safetensors"
+SD2_NAME = "512-base-ema.safetensors"  # the SD-2-base single-file name; here a tiny stand-in for the double
 
 
 def write(models_root: Path) -> None:
