@@ -33,12 +33,10 @@ class _Stop(Exception):
 
 
 def _network():
-    import torch
     from aware_restore.core.checkpoint import meta_state_dict_from_key_list
     from aware_restore.core.irsde import build_irsde, infer_config
 
     config = infer_config(meta_state_dict_from_key_list(KEYS))
-    torch.manual_seed(0)  # benchmark script only: random weights for timing
     net = build_irsde(config, "cpu").eval().requires_grad_(False)
     return net, config
 
