@@ -257,3 +257,10 @@ def test_full_100_step_sampler_recovers_clean_image_with_a_perfect_network(sampl
     out = restore(_Oracle(sde, gt), _embeds(), lq, sampler=sampler, seed=2)
     assert (lq - gt).abs().mean() > 0.1
     assert (out - gt).abs().mean() < tol
+
+
+@pytest.mark.parametrize("h,w,c", [(1, 1, 3), (3, 2, 1), (17, 5, 3)])
+def test_tiny_and_gray_images_restore(wild, h, w, c):
+    img = torch.rand(1, c, h, w, generator=torch.Generator().manual_seed(h * w))
+    out = _fast(wild, _embeds(), img, seed=0)
+    assert out.shape == (1, 3, h, w) and torch.isfinite(out).all()

@@ -193,6 +193,16 @@ class TransformerBlock(nn.Module):
         return self.ff(self.norm3(x)) + x
 
 
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` that also accepts groups holding a single value (a 1x1 map with one channel per group, as
+    tiny configurations reach on small images): the normalised value is then 0, so the output is the bias."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.shape[1] // self.num_groups) * x[0, 0].numel() == 1:
+            return torch.zeros_like(x) + self.bias.view(1, -1, *([1] * (x.ndim - 2)))
+        return super().forward(x)
+
+
 class SpatialTransformer(nn.Module):
     """GroupNorm → 1x1 proj_in → one transformer block (self-, cross-attention, GEGLU) → 1x1 proj_out, residual."""
 
@@ -200,7 +210,7 @@ class SpatialTransformer(nn.Module):
         super().__init__()
         heads = dim // HEAD_CHANNELS
         inner = heads * HEAD_CHANNELS
-        self.norm = nn.GroupNorm(32, dim, eps=1e-6)
+        self.norm = GroupNorm(32, dim, eps=1e-6)
         self.proj_in = nn.Conv2d(dim, inner, 1)
         self.transformer_blocks = nn.ModuleList([TransformerBlock(inner, heads, HEAD_CHANNELS, context_dim)])
         self.proj_out = nn.Conv2d(inner, dim, 1)
