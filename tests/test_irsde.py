@@ -10,10 +10,10 @@ import pytest
 import torch
 from aware_restore.core.checkpoint import meta_state_dict_from_key_list
 from aware_restore.core.irsde import (
-    UNetConfig,
     IRSDE,
     ContextMismatchError,
     IRSDEConfigError,
+    UNetConfig,
     build_irsde,
     infer_config,
     load_irsde,
