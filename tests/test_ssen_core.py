@@ -103,13 +103,28 @@ def test_model_shapes_references_and_self_similarity():
         assert sr.shape == (2, 3, 36, 52)
         # self-similarity = the bicubic ×4 upsampling of the input used as the reference
         up = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
-        assert torch.equal(sr, model(lr, up))
+        assert torch.allclose(sr, model(lr, up), atol=1e-5)
         # any reference size is resized to 4h×4w; one reference serves the whole batch
         one = torch.rand(1, 3, 70, 20)
         both = model(lr, one)
         assert torch.allclose(both[1:], model(lr[1:], one), atol=1e-5)
     with pytest.raises(ValueError, match="one per image"):
         pair_references(lr, torch.rand(3, 3, 8, 8))
+
+
+def test_consistency_gate_passes_matching_and_blocks_unrelated_references():
+    g = torch.Generator().manual_seed(4)
+    hr = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 6, generator=g), size=(48, 48), mode="bilinear")
+    lr = torch.nn.functional.avg_pool2d(hr, 4)
+    base = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
+    assert float(SSENet.consistency_gate(lr, hr).min()) > 0.99       # the HR of the input itself
+    unrelated = 1 - hr
+    assert float(SSENet.consistency_gate(lr, unrelated).mean()) < 0.05
+    model = _randomise(SSENet(TINY))
+    with torch.no_grad():
+        assert torch.allclose(model.gated_reference(lr, hr, base), hr, atol=0.02)
+        assert torch.allclose(model(lr, unrelated), model(lr), atol=0.02)    # gated to self-similarity
+        assert not torch.allclose(model(lr, hr), model(lr), atol=0.02)      # a matching reference is used
 
 
 def test_super_resolve_tiling_batches_and_errors():

@@ -46,7 +46,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                         patch=args.patch, lr=args.lr, gan_steps=args.gan_steps, gan_weight=args.gan_weight,
                         eval_every=args.eval_every, save_every=args.save_every, seed=args.seed, nf=args.nf,
                         n_pre=args.blocks // 2, n_post=args.blocks - args.blocks // 2, backbone=args.backbone,
-                        device=device, max_shift=args.max_shift, p_irrelevant=args.p_irrelevant)
+                        device=device, max_shift=args.max_shift, p_irrelevant=args.p_irrelevant,
+                        warmup=args.warmup, curriculum=args.curriculum, init=args.init)
     path = train(opts)
     sys.stdout.write(f"{path}\n")
     return 0
@@ -79,6 +80,10 @@ def register(subparsers) -> None:
     t.add_argument("--gan-steps", type=int, default=0, help="PatchGAN fine-tuning for the last N steps")
     t.add_argument("--gan-weight", type=float, default=5e-3)
     t.add_argument("--max-shift", type=float, default=6.0, help="largest reference shift (LR pixels) in the curriculum")
+    t.add_argument("--warmup", type=float, default=0.25, help="fraction of training with relevant references only")
+    t.add_argument("--curriculum", type=float, default=0.35,
+                   help="fraction over which shifts and irrelevant references ramp up")
+    t.add_argument("--init", default=None, help="start from these weights (shape-compatible tensors copied)")
     t.add_argument("--p-irrelevant", type=float, default=0.25, help="fraction of irrelevant references")
     t.add_argument("--eval-every", type=int, default=2000)
     t.add_argument("--save-every", type=int, default=1000)

@@ -98,7 +98,10 @@ class NonLocal(nn.Module):
 
 class OffsetEstimator(nn.Module):
     """Dynamic offset estimator: U-shaped, 3 stride-2 downsamplings, a non-local block at each downsampled
-    scale; predicts per-tap offsets (zero at init) and modulation-mask logits for one deformable layer."""
+    scale; predicts per-tap offsets (zero at init, bounded to ±MAX_OFFSET LR pixels by a scaled tanh) and
+    modulation-mask logits for one deformable layer."""
+
+    MAX_OFFSET = 16.0
 
     def __init__(self, nf: int, est_nf: int, groups: int, nonlocal_blocks: bool, taps: int = 9) -> None:
         super().__init__()
@@ -128,7 +131,8 @@ class OffsetEstimator(nn.Module):
             y = act(up(skip + F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)), 0.1)
         out = self.out(y)
         n = 2 * self.groups * self.taps
-        return out[:, :n], torch.sigmoid(out[:, n:])
+        offset = self.MAX_OFFSET * torch.tanh(out[:, :n] / self.MAX_OFFSET)
+        return offset, torch.sigmoid(out[:, n:])
 
 
 class SSENModule(nn.Module):
@@ -200,6 +204,21 @@ class SSENet(nn.Module):
             ref = ref.expand(lr.shape[0], -1, -1, -1)
         return ref.to(lr.dtype)
 
+    @staticmethod
+    def consistency_gate(lr: torch.Tensor, ref: torch.Tensor, tau: float = 0.05) -> torch.Tensor:
+        """Parameter-free reference-consistency gate ``[B,1,h,w]`` in (0, 1]: ≈1 where the reference, box-
+        downsampled ×4, agrees in colour with the input (3×3-blurred mean absolute difference ``d``), falling as
+        ``exp(-(d / tau)²)`` where it does not."""
+        d = (lr - F.avg_pool2d(ref, SCALE)).abs().mean(1, keepdim=True)
+        d = F.avg_pool2d(d, 3, 1, 1, count_include_pad=False)
+        return torch.exp(-(d / tau) ** 2)
+
+    def gated_reference(self, lr: torch.Tensor, ref: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """Blend the reference with the self-similarity reference (``base`` = bicubic ×4 of ``lr``) by the
+        consistency gate, so content that disagrees with the input is replaced by what no reference would give."""
+        g = F.interpolate(self.consistency_gate(lr, ref), scale_factor=SCALE, mode="bilinear", align_corners=False)
+        return g * ref + (1 - g) * base
+
     def forward(self, lr: torch.Tensor, ref: torch.Tensor | None = None, return_offsets: bool = False):
         if lr.ndim != 4 or lr.shape[1] != 3:
             raise ValueError(f"SSEN expects an RGB batch [B,3,h,w]; got shape {tuple(lr.shape)}")
@@ -209,7 +228,7 @@ class SSENet(nn.Module):
         extra = 0
         trace: list = []
         if self.ssen is not None:
-            ref = self.prepare_reference(lr, ref)
+            ref = self.gated_reference(lr, self.prepare_reference(lr, ref), base) if ref is not None else base
             aligned, trace = self.ssen.align(lr, mid, ref, keep_offsets=return_offsets)
             mid = self.ssen.fuse(mid, aligned)
             extra = F.pixel_shuffle(self.ssen.to_pixels(aligned), SCALE)

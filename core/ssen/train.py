@@ -5,11 +5,11 @@ is given, references from a folder (CUFED layouts), a stereo/video partner, or t
 
 Against the "ignores the reference" trap every batch mixes reference kinds (per sample):
 
-* ``aligned``  – the ground-truth HR crop itself, shifted by up to ``max_shift`` LR pixels; the shift grows
-  from 0 to ``max_shift`` over the first ``curriculum`` fraction of training (aligned → shifted curriculum),
-  with a mild per-channel gain so exact copying is not the only cue;
+* ``aligned``  – the ground-truth HR crop itself: exactly aligned during the ``warmup`` fraction of training, then
+  shifted by up to ``max_shift`` LR pixels, the shift growing over the next ``curriculum`` fraction;
 * ``partner``  – the sample's own reference (stereo partner / CUFED reference) at the same window;
-* ``irrelevant`` – a crop of another image (the modulation masks must learn to gate it off);
+* ``irrelevant`` – a crop of another image (the modulation masks must learn to gate it off); none during the
+  warm-up, then ramping up to ``p_irrelevant`` together with the shifts;
 * ``self``     – no reference: the bicubic ×4 upsampling of the LR input (self-similarity mode).
 
 Loss: Charbonnier; optional PatchGAN adversarial fine-tuning for the last ``gan_steps`` steps. Adam with a cosine
@@ -58,6 +58,7 @@ class TrainOptions:
     max_shift: float = 6.0           # LR pixels
     warmup: float = 0.25             # fraction of training with relevant references only
     curriculum: float = 0.35         # fraction over which shifts / irrelevant references ramp up
+    offset_lr_scale: float = 0.25    # the offset estimators learn slower (stability, as in EDVR/BasicVSR)
     init: str | None = None          # start from these weights (shape-compatible tensors copied)
     gan_steps: int = 0
     gan_weight: float = 5e-3
@@ -147,8 +148,6 @@ class Batcher:
             reach = o.max_shift * ramp
             d = int(round(SCALE * reach))
             ref = self._crop(s.hr, y + _randint(g, -d, d), x + _randint(g, -d, d), size)
-            if ramp > 0 and _rand(g) < 0.5:
-                ref = (ref * (0.9 + 0.2 * torch.rand(3, 1, 1, generator=g))).clamp(0, 1)
         k, flip = _randint(g, 0, 3), _rand(g) < 0.5
         return augment(lr, k, flip), augment(hr, k, flip), augment(ref, k, flip), kind
 
@@ -232,7 +231,10 @@ def train(opt: TrainOptions, progress=None) -> Path:
         source = "scikit-image bundled photos (ssen.data.builtin_photos('train'))"
     cfg = SSENConfig(nf=opt.nf, n_pre=opt.n_pre, n_post=opt.n_post, backbone=opt.backbone)
     model = SSENet(cfg).to(opt.device)
-    optim = torch.optim.Adam(model.parameters(), lr=opt.lr, betas=(0.9, 0.99))
+    est = [p for n, p in model.named_parameters() if n.startswith("ssen.estimators.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("ssen.estimators.")]
+    optim = torch.optim.Adam([{"params": rest, "scale": 1.0}, {"params": est, "scale": opt.offset_lr_scale}],
+                             lr=opt.lr, betas=(0.9, 0.99))
     disc = d_optim = None
     if opt.gan_steps:
         disc = PatchDiscriminator().to(opt.device)
@@ -275,7 +277,7 @@ def train(opt: TrainOptions, progress=None) -> Path:
         f = frac()
         lr_now = opt.min_lr + 0.5 * (opt.lr - opt.min_lr) * (1 + math.cos(math.pi * f))
         for group in optim.param_groups:
-            group["lr"] = lr_now
+            group["lr"] = lr_now * group["scale"]
         model.train()
         lr_b, hr_b, ref_b = batcher.batch(f)
         sr = model(lr_b, ref_b)
