@@ -206,22 +206,18 @@ def test_cli_download_offline_names_file_url_and_folder(tmp_path, monkeypatch):
         download.fetch("DAPE.pth", tmp_path)
 
 
-def test_download_node_offline_error_and_existing_file(comfy_env, monkeypatch):
+def test_download_node_offline_error_and_existing_file(comfy_env, monkeypatch, tmp_path):
     from aware_restore.nodes.utils import ARDownloadModel
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = tmp_path / "models" / "irsde"
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "irsde", ([str(folder)], {".pth"}))
     with pytest.raises(Exception, match="universal-ir.pth.*huggingface.co.*models/irsde"):
         ARDownloadModel.execute("universal-ir.pth")
-    target = comfy_env.models_dir / "irsde" / "universal-ir.pth"
-    existed = target.exists()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.touch()
-    try:
-        out = ARDownloadModel.execute("universal-ir.pth")
-        assert out.args[0] == str(target) and out.ui["text"] == (str(target),)
-    finally:
-        if not existed:
-            target.unlink()
+    folder.mkdir(parents=True)
+    (folder / "universal-ir.pth").touch()
+    out = ARDownloadModel.execute("universal-ir.pth")
+    assert out.args[0] == str(folder / "universal-ir.pth") and out.ui["text"] == (out.args[0],)
 
 
 @pytest.mark.skipif(shutil.which("comfy") is None and not (Path(sys.executable).parent / "comfy").exists(),
