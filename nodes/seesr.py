@@ -11,8 +11,19 @@ import torch
 from comfy_api.latest import io
 
 from ..core.ram import DapeEmbeds, Tagger
-from ..core.seesr import (ADDED_PROMPT, NEGATIVE_PROMPT, SCHEDULER_NAMES, SD2_LATENT_SCALE, SamplerOptions,
-                          UpscaleOptions, build_prompts, condition_image, load_seesr, plan_sizes, sample)
+from ..core.seesr import (
+    ADDED_PROMPT,
+    NEGATIVE_PROMPT,
+    SCHEDULER_NAMES,
+    SD2_LATENT_SCALE,
+    SamplerOptions,
+    UpscaleOptions,
+    build_prompts,
+    condition_image,
+    load_seesr,
+    plan_sizes,
+    sample,
+)
 from ..core.seesr import upscale as run_upscale
 from ..core.seesr.pipeline import COLOR_FIXES
 from ..core.seesr.sampler import match_token_lengths

@@ -8,16 +8,26 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
 from aware_restore.core.checkpoint import meta_state_dict_from_key_list
-from aware_restore.core.seesr import (SeeSRLoadError, SamplerOptions, build_controlnet, build_unet, gaussian_weights,
-                                      load_seesr, lr_embedding, make_scheduler, plan_sizes, predict_noise, rca_of,
-                                      tile_origins)
+from aware_restore.core.seesr import (
+    SamplerOptions,
+    SeeSRLoadError,
+    build_controlnet,
+    build_unet,
+    gaussian_weights,
+    load_seesr,
+    lr_embedding,
+    make_scheduler,
+    plan_sizes,
+    predict_noise,
+    rca_of,
+    tile_origins,
+)
 from aware_restore.core.seesr.load import load_into
 from aware_restore.core.seesr.rca import MissingImageStatesError
 from aware_restore.core.seesr.sampler import Conditioning
 from aware_restore.core.seesr.schedule import sd2_scheduler_config
+from safetensors.torch import load_file, save_file
 
 FIX = Path(__file__).parent / "fixtures" / "seesr"
 DATA = Path(__file__).parents[1] / "core" / "seesr" / "data"
@@ -37,8 +47,8 @@ def _run(models, io, k, control=True):
     unet, cn = models
     t = io[f"case{k}.timestep"]
     scale = float(io[f"case{k}.conditioning_scale"])
-    kw = dict(encoder_hidden_states=io["encoder_hidden_states"],
-              image_encoder_hidden_states=io["image_encoder_hidden_states"])
+    kw = {"encoder_hidden_states": io["encoder_hidden_states"],
+              "image_encoder_hidden_states": io["image_encoder_hidden_states"]}
     with torch.no_grad():
         if not control:
             return None, None, unet(io["sample"], t, **kw).sample
@@ -68,9 +78,8 @@ def test_rca_is_separable_and_required(models, io):
     unet, cn = models
     att = rca_of(unet)
     assert att.count == 4 and rca_of(cn).count == 2  # tiny: down0 (1), mid (1), up1 (2) / down0, mid
-    with pytest.raises(MissingImageStatesError, match="image_encoder_hidden_states"):
-        with torch.no_grad():
-            unet(io["sample"], 981, encoder_hidden_states=io["encoder_hidden_states"])
+    with pytest.raises(MissingImageStatesError, match="image_encoder_hidden_states"), torch.no_grad():
+        unet(io["sample"], 981, encoder_hidden_states=io["encoder_hidden_states"])
     # a fresh stock UNet with only RCA detached again has exactly the stock keys and no hooks
     cfg = json.loads((FIX / "unet" / "config.json").read_text())
     fresh = build_unet(cfg, device="cpu")

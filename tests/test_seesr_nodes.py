@@ -6,11 +6,10 @@ import comfy.model_management
 import comfy.utils
 import pytest
 import torch
-
 from aware_restore.core.ram import DapeEmbeds
 from aware_restore.core.seesr import SD2_LATENT_SCALE
 
-SMALL = dict(steps=2, tile_size=0)
+SMALL = {"steps": 2, "tile_size": 0}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +29,7 @@ def parts(nodes, comfy_env):
     tagger = dape.DAPELoader.execute("ram_swin_large_14m.pth", "DAPE.pth").args[0]
     image = torch.rand(1, 24, 32, 3, generator=torch.Generator().manual_seed(3))
     tags, _, embeds = dape.DAPETagger.execute(tagger, image).args
-    return dict(model=model, clip=clip, vae=vae, tagger=tagger, image=image, tags=tags[0], embeds=embeds)
+    return {"model": model, "clip": clip, "vae": vae, "tagger": tagger, "image": image, "tags": tags[0], "embeds": embeds}
 
 
 def _cond(clip, text):

@@ -6,10 +6,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from aware_restore.core.ram import DapeEmbeds
-from aware_restore.core.seesr import (SCHEDULER_NAMES, SamplerOptions, UpscaleOptions, build_prompts, load_seesr,
-                                      predict_noise, sample, upscale)
+from aware_restore.core.seesr import (
+    SCHEDULER_NAMES,
+    SamplerOptions,
+    UpscaleOptions,
+    build_prompts,
+    load_seesr,
+    predict_noise,
+    sample,
+    upscale,
+)
 from aware_restore.core.seesr.sampler import build_conditioning
 
 FIX = Path(__file__).parent / "fixtures" / "seesr"
@@ -22,9 +29,9 @@ def models():
 
 def _inputs(seed=0, h=12, w=16):
     g = torch.Generator().manual_seed(seed)
-    return dict(lr_latent=torch.randn(1, 4, h, w, generator=g), cond_image=torch.rand(1, 3, 8 * h, 8 * w, generator=g),
-                positive=torch.randn(1, 77, 32, generator=g), negative=torch.randn(1, 77, 32, generator=g),
-                image_embeds=torch.randn(1, 145, 512, generator=g))
+    return {"lr_latent": torch.randn(1, 4, h, w, generator=g), "cond_image": torch.rand(1, 3, 8 * h, 8 * w, generator=g),
+                "positive": torch.randn(1, 77, 32, generator=g), "negative": torch.randn(1, 77, 32, generator=g),
+                "image_embeds": torch.randn(1, 145, 512, generator=g)}
 
 
 def _run(models, seed=1, progress=None, **opts):

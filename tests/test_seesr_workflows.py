@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from PIL import Image
-
 from conftest import WORKFLOWS
+from PIL import Image
 
 
 def _load(name: str, **overrides) -> dict:
@@ -25,7 +24,7 @@ def _saved(comfy_env, res, node_id: str) -> np.ndarray:
     return np.asarray(Image.open(comfy_env.output_dir / "AwareRestore" / saved[0]["filename"]))
 
 
-FAST = dict(steps=2, process_size=64, seed=5)
+FAST = {"steps": 2, "process_size": 64, "seed": 5}
 
 
 def test_seesr_workflows_run_and_agree(comfy_env):

@@ -11,15 +11,21 @@ ComfyUI's CLIP/VAE objects (``SeeSRUpscale`` node):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 from ..colorfix import adain, wavelet
 from ..ram.embeds import DapeEmbeds
 from .resize import condition_image, plan_sizes, to_final
-from .sampler import SD2_LATENT_SCALE, Progress, SamplerOptions, match_token_lengths, sample
+from .sampler import (
+    SD2_LATENT_SCALE,
+    Progress,
+    SamplerOptions,
+    match_token_lengths,
+    sample,
+)
 
 ADDED_PROMPT = "clean, high-resolution, 8k"
 NEGATIVE_PROMPT = "dotted, noise, blur, lowres, smooth"
@@ -53,7 +59,7 @@ class UpscaleOptions:
     added_prompt: str = ADDED_PROMPT
     negative_prompt: str = NEGATIVE_PROMPT
     color_fix: str = "adain"   # test_seesr.py --align_method default
-    sampler: SamplerOptions = SamplerOptions()
+    sampler: SamplerOptions = field(default_factory=SamplerOptions)
 
 
 def upscale(image: torch.Tensor, unet, controlnet, *, encode_text: TextEncoder, vae_encode: VaeFn, vae_decode: VaeFn,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

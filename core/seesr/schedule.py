@@ -7,8 +7,13 @@ from importlib import resources
 from typing import Any
 
 import torch
-from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-                       UniPCMultistepScheduler)
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
 
 LR_START_T = 999  # SeeSR noises the LR latent to t = 999 (not the first sampled timestep, 981)
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -80,7 +80,10 @@ def load_sd2(path: str | os.PathLike, tiled_vae: bool = True) -> SD2Parts:
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True)
         text = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True)
     elif path.is_file():
-        from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint, convert_open_clip_checkpoint
+        from diffusers.loaders.single_file_utils import (
+            convert_ldm_vae_checkpoint,
+            convert_open_clip_checkpoint,
+        )
 
         ckpt = load_state_dict(path)
         if not any(k.startswith("first_stage_model.") for k in ckpt) or \

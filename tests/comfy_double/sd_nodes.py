@@ -118,7 +118,9 @@ class CLIP:
             return cond, pooled
         return cond
 
-    def encode_from_tokens_scheduled(self, tokens, unprojected=False, add_dict={}, show_pbar=True):
+    def encode_from_tokens_scheduled(self, tokens, unprojected=False, add_dict=None, show_pbar=True):
+        if add_dict is None:
+            add_dict = {}
         d = self.encode_from_tokens(tokens, return_pooled=True, return_dict=True)
         cond = d.pop("cond")
         d.update(add_dict)
@@ -161,7 +163,9 @@ class VAE:
             z = self.first_stage_model.encode(x.to(self.vae_dtype)).latent_dist.mode()
         return z.to(self.output_device).float()
 
-    def decode(self, samples_in, vae_options={}):
+    def decode(self, samples_in, vae_options=None):
+        if vae_options is None:
+            vae_options = {}
         self.decode_calls += 1
         mm.load_models_gpu([self.patcher])
         with torch.no_grad():
