@@ -5,7 +5,7 @@ CLIPTextEncode; LATENTs are ComfyUI's ``{"samples": unscaled latent}`` so core K
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from comfy_api.latest import io
@@ -97,6 +97,22 @@ def _embeds(dape: object) -> DapeEmbeds:
     if not isinstance(dape, DapeEmbeds):
         raise TypeError(f"'dape_embeds' must come from the DAPE Tagger node (DAPE_EMBEDS); got {type(dape).__name__}")
     return dape
+
+
+def _retry_on_oom(run, opts: SamplerOptions, latent_hw: tuple[int, int]):
+    """Run ``run(opts)``; on out-of-memory halve the latent tile (down to 32) and run again from the start."""
+    while True:
+        try:
+            return run(opts)
+        except Exception as exc:
+            if not common.is_oom(exc):
+                raise
+            tile = min(opts.tile_size or max(latent_hw), *latent_hw)
+            if tile <= 32:
+                raise
+            new = max(32, tile // 2)
+            log.warning("SeeSR: out of memory with latent tile %d; retrying with tile %d", tile, new)
+            opts = replace(opts, tile_size=new, tile_overlap=min(opts.tile_overlap, new // 3))
 
 
 def _sampler_inputs() -> list:
@@ -238,9 +254,12 @@ class SeeSRSampler(io.ComfyNode):
         tile = min(tile_size or max(z.shape[-2:]), *z.shape[-2:])
         pair = _pair(seesr_model, tile * tile * 2 * opts.tile_batch)
         progress = common.progress_callback(steps)
-        out = sample(pair.unet, pair.controlnet, lr_latent=z, cond_image=common.broadcast_batch(cond, b, "condition"),
-                     positive=pos, negative=neg, image_embeds=common.broadcast_batch(emb.embeds, b, "DAPE"),
-                     generator=torch.Generator().manual_seed(int(seed)), opts=opts, progress=progress)
+        cond = common.broadcast_batch(cond, b, "condition")
+        embeds = common.broadcast_batch(emb.embeds, b, "DAPE")
+        out = _retry_on_oom(lambda o: sample(pair.unet, pair.controlnet, lr_latent=z, cond_image=cond, positive=pos,
+                                             negative=neg, image_embeds=embeds, opts=o, progress=progress,
+                                             generator=torch.Generator().manual_seed(int(seed))),
+                            opts, tuple(z.shape[-2:]))
         return io.NodeOutput({"samples": (out / SD2_LATENT_SCALE).cpu()})
 
 
@@ -290,12 +309,17 @@ class SeeSRUpscale(io.ComfyNode):
         def encode_text(texts):
             return torch.cat(match_token_lengths(*[clip.encode_from_tokens(clip.tokenize(t)).float() for t in texts]))
 
-        out = run_upscale(rgb, pair.unet, pair.controlnet, encode_text=encode_text,
-                      vae_encode=lambda x: vae.encode(common.bchw_to_image(x)),
-                      vae_decode=lambda z: common.image_to_bchw(vae.decode(z))[0],
-                      seed=seed, dape_embeds=embeds, progress=common.progress_callback(steps * rgb.shape[0]),
-                      options=UpscaleOptions(upscale=upscale, process_size=process_size, user_prompt=user_prompt,
-                                             color_fix=color_fix, sampler=opts))
+        progress = common.progress_callback(steps * rgb.shape[0])
+
+        def run(o: SamplerOptions) -> torch.Tensor:
+            return run_upscale(rgb, pair.unet, pair.controlnet, encode_text=encode_text,
+                               vae_encode=lambda x: vae.encode(common.bchw_to_image(x)),
+                               vae_decode=lambda z: common.image_to_bchw(vae.decode(z))[0],
+                               seed=seed, dape_embeds=embeds, progress=progress,
+                               options=UpscaleOptions(upscale=upscale, process_size=process_size,
+                                                      user_prompt=user_prompt, color_fix=color_fix, sampler=o))
+
+        out = _retry_on_oom(run, opts, (h, w))
         return io.NodeOutput(common.bchw_to_image(out, alpha))
 
 

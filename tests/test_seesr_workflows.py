@@ -24,7 +24,7 @@ def _saved(comfy_env, res, node_id: str) -> np.ndarray:
     return np.asarray(Image.open(comfy_env.output_dir / "AwareRestore" / saved[0]["filename"]))
 
 
-FAST = {"steps": 2, "process_size": 64, "seed": 5}
+FAST = {"steps": 1, "process_size": 64, "seed": 5}
 
 
 def test_seesr_workflows_run_and_agree(comfy_env):

@@ -40,13 +40,14 @@ def _text_blocks(model: nn.Module) -> list[nn.Module]:
 
 
 def make_rca(text_attn: Transformer2DModel, cross_attention_dim: int = IMAGE_CROSS_ATTENTION_DIM) -> Transformer2DModel:
-    """An RCA block matching ``text_attn``: same heads, head dim, channels, norm groups and projection type."""
+    """An RCA block matching ``text_attn``: same heads, head dim, channels, depth (SeeSR passes the block's
+    ``transformer_layers_per_block`` to both; 1 in SD-2), norm groups and projection type."""
     cfg = text_attn.config
     return Transformer2DModel(
         num_attention_heads=cfg.num_attention_heads,
         attention_head_dim=cfg.attention_head_dim,
         in_channels=cfg.in_channels,
-        num_layers=1,
+        num_layers=cfg.num_layers,
         cross_attention_dim=cross_attention_dim,
         norm_num_groups=cfg.norm_num_groups,
         use_linear_projection=cfg.use_linear_projection,
