@@ -18,7 +18,6 @@ tensor shapes by :func:`infer_config`.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -274,7 +273,3 @@ def build_from_state_dict(sd: Mapping[str, torch.Tensor]) -> SSENet:
 def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
-
-def receptive_radius_hint() -> int:
-    """LR pixels of context the estimator's 3 downsamplings see around a pixel (without non-local)."""
-    return int(math.ceil(2 ** 3 * 3))

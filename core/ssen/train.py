@@ -82,7 +82,7 @@ class PatchDiscriminator(nn.Module):
     def __init__(self, nf: int = 32) -> None:
         super().__init__()
         layers, c = [], 3
-        for i, co in enumerate((nf, 2 * nf, 4 * nf)):
+        for co in (nf, 2 * nf, 4 * nf):
             layers += [nn.Conv2d(c, co, 4, 2, 1), nn.LeakyReLU(0.2, True)]
             c = co
         layers += [nn.Conv2d(c, 1, 4, 1, 1)]
