@@ -70,3 +70,23 @@ def test_cli_errors(models, tmp_path, caplog):
               str(tmp_path / "x.png"), "--sd2", str(tmp_path)])
     assert rc != 0 and "needs vae/ and text_encoder/" in caplog.text
     assert not (tmp_path / "x.png").exists()
+
+
+def test_sd2_single_file_conversion_on_meta():
+    """The SD-2 single-file layout (VAE + OpenCLIP text tower, real key names and shapes) converts strictly into
+    the models built from the shipped configs; the 24th text block is dropped (penultimate layer)."""
+    from aware_restore.core.checkpoint import meta_state_dict_from_key_list
+    from aware_restore.core.seesr.sd2 import sd2_from_checkpoint
+
+    ckpt = meta_state_dict_from_key_list(FIX / "seesr" / "sd2_single_file_keys.txt")
+    vae, text = sd2_from_checkpoint(ckpt)
+    assert text.config.num_hidden_layers == 23 and text.config.hidden_size == 1024
+    assert next(vae.parameters()).is_meta and next(text.parameters()).is_meta
+    pos = dict(text.named_buffers())
+    assert next(v for k, v in pos.items() if k.endswith("position_ids")).tolist()[0][:3] == [0, 1, 2]
+    assert vae.encoder.mid_block.attentions[0].to_k.weight.shape == (512, 512)
+    ckpt.pop("first_stage_model.encoder.conv_in.weight")
+    with pytest.raises((ValueError, RuntimeError)):
+        sd2_from_checkpoint(ckpt)
+    with pytest.raises(ValueError, match="not an SD-2 single-file"):
+        sd2_from_checkpoint({"model.diffusion_model.x": torch.zeros(1)})

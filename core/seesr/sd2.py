@@ -68,10 +68,55 @@ def _tokenizer(context_length: int = 77):
     return open_clip.get_tokenizer("ViT-H-14", context_length=context_length)
 
 
+def _fix_meta_buffers(model: torch.nn.Module) -> None:
+    """Non-persistent buffers are not in a checkpoint: rebuild the ones a meta-built model left empty."""
+    for name, buf in list(model.named_buffers()):
+        if not buf.is_meta:
+            continue
+        owner = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+        leaf = name.rpartition(".")[2]
+        if leaf != "position_ids":
+            raise ValueError(f"buffer {name} is not in the checkpoint")
+        owner.register_buffer(leaf, torch.arange(buf.shape[-1]).expand(buf.shape), persistent=False)
+
+
+def sd2_from_checkpoint(ckpt, source: str = "<checkpoint>"):
+    """(AutoencoderKL, CLIPTextModel) from an SD-2 single-file state dict (``first_stage_model.*``,
+    ``cond_stage_model.model.*``) with diffusers' converters and the shipped SD-2 configs. Meta tensors in, meta
+    models out (used to check the conversion without the 5 GB file)."""
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_vae_checkpoint,
+        convert_open_clip_checkpoint,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    if not any(k.startswith("first_stage_model.") for k in ckpt) or \
+            not any(k.startswith("cond_stage_model.model.") for k in ckpt):
+        raise ValueError(f"'{source}' is not an SD-2 single-file checkpoint (no first_stage_model.* / "
+                         "cond_stage_model.model.* keys)")
+    vcfg = _data_config("sd2_vae_config.json")
+    with torch.device("meta"):
+        vae = AutoencoderKL.from_config(vcfg)
+        text = CLIPTextModel(CLIPTextConfig(**_data_config("sd2_text_encoder_config.json")))
+    vae.load_state_dict(convert_ldm_vae_checkpoint(ckpt, vcfg), strict=True, assign=True)
+    converted = convert_open_clip_checkpoint(text, ckpt)
+    own = set(text.state_dict())
+    if not own & set(converted):  # transformers >= 5 dropped the ``text_model.`` wrapper of CLIPTextModel
+        converted = {k.removeprefix("text_model."): v for k, v in converted.items()}
+    missing, unexpected = text.load_state_dict(converted, strict=False, assign=True)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ValueError(f"'{source}': text encoder conversion left {len(missing)} missing / "
+                         f"{len(unexpected)} unexpected keys (e.g. {(missing + unexpected)[:3]})")
+    _fix_meta_buffers(text)
+    return vae, text
+
+
 def load_sd2(path: str | os.PathLike, tiled_vae: bool = True) -> SD2Parts:
     """SD-2-base text encoder + VAE from a diffusers folder or a single-file checkpoint (offline)."""
     from diffusers import AutoencoderKL
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
     path = Path(path)
     if path.is_dir():
@@ -80,26 +125,7 @@ def load_sd2(path: str | os.PathLike, tiled_vae: bool = True) -> SD2Parts:
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True)
         text = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True)
     elif path.is_file():
-        from diffusers.loaders.single_file_utils import (
-            convert_ldm_vae_checkpoint,
-            convert_open_clip_checkpoint,
-        )
-
-        ckpt = load_state_dict(path)
-        if not any(k.startswith("first_stage_model.") for k in ckpt) or \
-                not any(k.startswith("cond_stage_model.model.") for k in ckpt):
-            raise ValueError(f"'{path}' is not an SD-2 single-file checkpoint (no first_stage_model.* / "
-                             "cond_stage_model.model.* keys)")
-        vcfg = _data_config("sd2_vae_config.json")
-        vae = AutoencoderKL.from_config(vcfg)
-        vae.load_state_dict(convert_ldm_vae_checkpoint(ckpt, vcfg), strict=True)
-        text = CLIPTextModel(CLIPTextConfig(**_data_config("sd2_text_encoder_config.json")))
-        missing, unexpected = text.load_state_dict(convert_open_clip_checkpoint(text, ckpt), strict=False)
-        missing = [k for k in missing if not k.endswith("position_ids")]
-        if missing or unexpected:
-            raise ValueError(f"'{path}': text encoder conversion left {len(missing)} missing / "
-                             f"{len(unexpected)} unexpected keys (e.g. {(missing + unexpected)[:3]})")
-        del ckpt
+        vae, text = sd2_from_checkpoint(load_state_dict(path), source=str(path))
     else:
         raise FileNotFoundError(f"SD-2 model '{path}' does not exist")
     if tiled_vae:
