@@ -147,10 +147,11 @@ def test_frontend_shows_node_text(server):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("no chromium executable")
-    target = server["base"] / "models" / "irsde" / "universal-ir.pth"
+    target = server["base"] / "models" / "daclip" / "wild-daclip_ViT-L-14.pt"  # not written by the tiny kit
+    assert not target.exists()
     target.parent.mkdir(parents=True, exist_ok=True)
     target.touch()  # ARDownloadModel then returns the existing path instead of downloading
-    api = {"1": {"class_type": "ARDownloadModel", "inputs": {"file": "universal-ir.pth"}}}
+    api = {"1": {"class_type": "ARDownloadModel", "inputs": {"file": "wild-daclip_ViT-L-14.pt"}}}
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -161,7 +162,9 @@ def test_frontend_shows_node_text(server):
             page.on("console", lambda m: errors.append(m.text) if "AwareRestore" in m.text else None)
             page.goto(server["url"])
             page.wait_for_function("window.app && window.app.graph", timeout=90000)
+            page.wait_for_timeout(2000)  # let the app finish its own start-up graph before replacing it
             page.evaluate("(api) => window.app.loadApiJson(api, 'aware-restore-test')", api)
+            page.wait_for_function("() => window.app.graph._nodes.length === 1", timeout=30000)
             page.evaluate("() => window.app.queuePrompt(0)")
             page.wait_for_function("() => (window.app.graph._nodes[0].widgets || [])"
                                    ".some(w => w.name === 'aware_restore_text' && w.value)", timeout=60000)
@@ -169,8 +172,8 @@ def test_frontend_shows_node_text(server):
                                   ".find(w => w.name === 'aware_restore_text').value")
         finally:
             browser.close()
+            target.unlink()
     assert value == str(target) and not errors, errors
-    target.unlink()
 
 
 def test_object_info_matches_the_double(server, comfy_env):
