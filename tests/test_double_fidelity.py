@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not COMFYUI_DIR, reason="set COMFYUI_DIR to a Co
 CHECKED = {
     "comfy_api/latest/_io.py": [
         "Input.__init__", "WidgetInput.__init__", "Output.__init__", "Boolean.Input.__init__", "Int.Input.__init__",
-        "Float.Input.__init__", "String.Input.__init__", "Combo.Input.__init__", "Combo.Output.__init__",
+        "Float.Input.__init__", "String.Input.__init__", "Combo.Input.__init__",
         "NodeOutput.__init__", "Custom", "comfytype",
     ],
     "comfy_api/latest/_ui.py": ["PreviewText.__init__"],

@@ -22,7 +22,7 @@ SD2_LATENT_SCALE = 0.18215
 
 @dataclass(frozen=True)
 class SamplerOptions:
-    """Sampling settings; defaults are the official ones except the tile overlap (see docs/seesr.md)."""
+    """Sampling settings; defaults are the official ones except the tile overlap (see the SeeSR section of the README)."""
 
     steps: int = 50
     cfg: float = 5.5
