@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import comfy.model_management as mm
@@ -139,6 +139,21 @@ def load_model(patcher: comfy.model_patcher.ModelPatcher, memory_required: int =
     """Load through ComfyUI's memory manager (may evict other models) and return the module on its device."""
     mm.load_models_gpu([patcher], memory_required=int(memory_required))
     return patcher.model
+
+
+def expect(value: object, cls: type, socket: str, io_type: str, source: str):
+    """Check what arrived on a custom socket; a wrong type names the socket type and the node it comes from."""
+    if not isinstance(value, cls):
+        raise TypeError(f"the '{socket}' input must be a {io_type} from '{source}'; got {type(value).__name__}")
+    return value
+
+
+def load_payload(payload, module_cls: type, memory_required: int = 0):
+    """Load the module of a loader node's payload (``.patcher``) and check its class."""
+    module = load_model(payload.patcher, memory_required=memory_required)
+    if not isinstance(module, module_cls):
+        raise TypeError(f"the model socket holds a {type(module).__name__}, not a {module_cls.__name__}")
+    return module
 
 
 def model_device(module: torch.nn.Module) -> torch.device:

@@ -56,13 +56,8 @@ def _memory_required(config: DaclipConfig, batch: int) -> int:
 
 def daclip_module(model: object, batch: int = 1) -> DaCLIP:
     """Load the DA-CLIP of a DACLIP_MODEL payload through ComfyUI's memory manager and return the module."""
-    if not isinstance(model, DaclipModel):
-        raise TypeError(f"the 'daclip_model' input must come from 'Load DA-CLIP Model' (DACLIP_MODEL); got "
-                        f"{type(model).__name__}")
-    module = common.load_model(model.patcher, memory_required=_memory_required(model.config, batch))
-    if not isinstance(module, DaCLIP):
-        raise TypeError(f"the DACLIP_MODEL socket holds a {type(module).__name__}, not a DA-CLIP model")
-    return module
+    common.expect(model, DaclipModel, "daclip_model", "DACLIP_MODEL", "Load DA-CLIP Model")
+    return common.load_payload(model, DaCLIP, _memory_required(model.config, batch))
 
 
 def _images(image) -> torch.Tensor:

@@ -50,14 +50,10 @@ def _default(files: list[str], *starts: str) -> str | None:
     return None
 
 
-def _tagger(model: object) -> Tagger:
-    if not isinstance(model, DapeModel):
-        raise TypeError(f"the 'dape_model' input must come from 'Load DAPE / RAM Tagger' (DAPE_MODEL); got "
-                        f"{type(model).__name__}")
-    module = common.load_model(model.patcher, memory_required=CHUNK * BYTES_PER_IMAGE)
-    if not isinstance(module, Tagger):
-        raise TypeError(f"the DAPE_MODEL socket holds a {type(module).__name__}, not a RAM tagger")
-    return module
+def tagger_module(model: object) -> Tagger:
+    """Load the tagger of a DAPE_MODEL payload through ComfyUI's memory manager."""
+    common.expect(model, DapeModel, "dape_model", "DAPE_MODEL", "Load DAPE / RAM Tagger")
+    return common.load_payload(model, Tagger, CHUNK * BYTES_PER_IMAGE)
 
 
 class DAPELoader(io.ComfyNode):
@@ -144,7 +140,7 @@ class DAPETagger(io.ComfyNode):
 
     @classmethod
     def execute(cls, dape_model, image, threshold=0.0, exclude="", max_tags=0, antialias=True) -> io.NodeOutput:
-        tagger = _tagger(dape_model)
+        tagger = tagger_module(dape_model)
         x, _ = common.image_to_bchw(image)
         n = x.shape[0]
         progress = common.progress_callback(n)

@@ -39,17 +39,11 @@ class IRSDEModel:
 
 
 def _check_model(model: object) -> IRSDEModel:
-    if not isinstance(model, IRSDEModel):
-        raise TypeError(f"the 'irsde_model' input must come from 'Load IR-SDE Model' (IRSDE_MODEL); got "
-                        f"{type(model).__name__}")
-    return model
+    return common.expect(model, IRSDEModel, "irsde_model", "IRSDE_MODEL", "Load IR-SDE Model")
 
 
 def _network(model: IRSDEModel, memory_required: int) -> ConditionalUNet:
-    module = common.load_model(model.patcher, memory_required=memory_required)
-    if not isinstance(module, ConditionalUNet):
-        raise TypeError(f"the IRSDE_MODEL socket holds a {type(module).__name__}, not an IR-SDE network")
-    return module
+    return common.load_payload(model, ConditionalUNet, memory_required)
 
 
 def _memory_required(h: int, w: int, tile: int, nf: int) -> int:
@@ -139,9 +133,7 @@ class DACLIPRestore(io.ComfyNode):
                 check_context_dim(irsde_model, width)  # before spending time on the DA-CLIP encode
             cond = daclip_module(daclip_model, x.shape[0])
             cond = DaclipEmbeds(*embeddings(cond, x))
-        if not isinstance(cond, DaclipEmbeds):
-            raise TypeError(f"the 'daclip_embeds' input must come from a DA-CLIP node (DACLIP_EMBEDS); got "
-                            f"{type(cond).__name__}")
+        common.expect(cond, DaclipEmbeds, "daclip_embeds", "DACLIP_EMBEDS", "DA-CLIP Encode Image")
         check_context_dim(irsde_model, int(cond.clean.shape[-1]))
         h, w = x.shape[-2:]
         network = _network(irsde_model, _memory_required(h, w, tile, irsde_model.config.nf))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import torch
 from comfy_api.latest import io
 
-from ..core.ram import DapeEmbeds, Tagger
+from ..core.ram import DapeEmbeds
 from ..core.seesr import (
     ADDED_PROMPT,
     NEGATIVE_PROMPT,
@@ -29,7 +29,7 @@ from ..core.seesr.pipeline import COLOR_FIXES
 from ..core.seesr.sampler import match_token_lengths
 from ..core.seesr.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 from . import common
-from .dape import DAPE_EMBEDS, DAPE_MODEL, DapeModel
+from .dape import DAPE_EMBEDS, DAPE_MODEL, tagger_module
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,7 @@ class SeeSRModel:
 
 
 def _check_model(model: object) -> None:
-    if not isinstance(model, SeeSRModel):
-        raise TypeError(f"the 'seesr_model' input must come from 'Load SeeSR' (SEESR_MODEL); got "
-                        f"{type(model).__name__}")
+    common.expect(model, SeeSRModel, "seesr_model", "SEESR_MODEL", "Load SeeSR")
 
 
 def _latent(latent: object) -> torch.Tensor:
@@ -74,10 +72,7 @@ def _latent(latent: object) -> torch.Tensor:
 
 def _pair(model: object, latent_px: int) -> SeeSRPair:
     _check_model(model)
-    module = common.load_model(model.patcher, memory_required=latent_px * BYTES_PER_LATENT_PX)
-    if not isinstance(module, SeeSRPair):
-        raise TypeError(f"the SEESR_MODEL socket holds a {type(module).__name__}, not SeeSR's UNet+ControlNet")
-    return module
+    return common.load_payload(model, SeeSRPair, latent_px * BYTES_PER_LATENT_PX)
 
 
 def _conditioning(cond: object, what: str) -> torch.Tensor:
@@ -94,9 +89,7 @@ def _conditioning(cond: object, what: str) -> torch.Tensor:
 
 
 def _embeds(dape: object) -> DapeEmbeds:
-    if not isinstance(dape, DapeEmbeds):
-        raise TypeError(f"'dape_embeds' must come from the DAPE Tagger node (DAPE_EMBEDS); got {type(dape).__name__}")
-    return dape
+    return common.expect(dape, DapeEmbeds, "dape_embeds", "DAPE_EMBEDS", "DAPE / RAM Tag Image")
 
 
 def _retry_on_oom(run, opts: SamplerOptions, latent_hw: tuple[int, int]):
@@ -292,12 +285,8 @@ class SeeSRUpscale(io.ComfyNode):
                 seed=0, steps=50, cfg=5.5, control_scale=1.0, scheduler="ddpm", color_fix="adain",
                 tile_size=DEFAULT_TILE, tile_overlap=DEFAULT_OVERLAP) -> io.NodeOutput:
         _check_model(seesr_model)
-        if not isinstance(dape_model, DapeModel):
-            raise TypeError(f"'dape_model' must come from 'Load DAPE / RAM Tagger'; got {type(dape_model).__name__}")
+        tagger = tagger_module(dape_model)
         rgb, alpha = common.image_to_bchw(image)
-        tagger = common.load_model(dape_model.patcher)
-        if not isinstance(tagger, Tagger):
-            raise TypeError(f"the DAPE_MODEL socket holds a {type(tagger).__name__}, not a RAM tagger")
         embeds = tagger.run(rgb)
         opts = SamplerOptions(steps=steps, cfg=cfg, control_scale=control_scale, scheduler=scheduler,
                               tile_size=tile_size or None, tile_overlap=min(tile_overlap, max(tile_size - 8, 0)))

@@ -30,13 +30,8 @@ class SSENModel:
 
 
 def _model(model: object) -> SSENet:
-    if not isinstance(model, SSENModel):
-        raise TypeError(f"the 'model' input must come from 'Load SSEN Model' (SSEN_MODEL); got "
-                        f"{type(model).__name__}")
-    module = common.load_model(model.patcher)
-    if not isinstance(module, SSENet):
-        raise TypeError(f"the SSEN_MODEL socket holds a {type(module).__name__}, not an SSEN network")
-    return module
+    common.expect(model, SSENModel, "ssen_model", "SSEN_MODEL", "Load SSEN Model")
+    return common.load_payload(model, SSENet)
 
 
 def _reference(reference, batch: int):

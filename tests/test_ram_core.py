@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from aware_restore.core.checkpoint import load_state_dict, meta_state_dict_from_key_list, read_metadata
