@@ -23,12 +23,13 @@ def _find(args: argparse.Namespace, *patterns: str) -> Path | None:
     return None
 
 
-def _resolve(args: argparse.Namespace) -> tuple[Path, Path | None]:
+def resolve_files(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """RAM and DAPE files from ``--ram`` / ``--dape`` or the 'dape' model folders (also used by ``seesr``)."""
     ram = Path(args.ram) if args.ram else _find(args, "ram")
     if ram is None:
         raise FileNotFoundError("no RAM checkpoint found: pass --ram FILE or put ram_swin_large_14m.pth into "
                                 "<models>/dape/ (use --models-dir or $AWARE_RESTORE_MODELS / $COMFYUI_DIR)")
-    if args.no_dape:
+    if getattr(args, "no_dape", False):
         return ram, None
     dape = Path(args.dape) if args.dape else _find(args, "dape")
     if dape is None:
@@ -45,7 +46,7 @@ def _cmd_tag(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    ram, dape = _resolve(args)
+    ram, dape = resolve_files(args)
     if dape is not None and read_metadata(ram).get("dape_merged") == "true":
         log.info("%s already has DAPE merged; %s is not applied again", ram.name, dape.name)
         dape = None

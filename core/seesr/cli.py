@@ -24,15 +24,11 @@ def _seesr_dir(args: argparse.Namespace) -> Path:
 
 
 def _dape_files(args: argparse.Namespace) -> tuple[Path, Path | None]:
-    from .. import paths
+    from ..ram.cli import resolve_files
 
-    models_dir = list(getattr(args, "models_dir", []) or [])
-    ram = Path(args.ram) if args.ram else paths.find_model("dape", "*ram_swin_large*", models_dir)
-    if ram is None:
-        raise SystemExit("seesr: RAM checkpoint (ram_swin_large_14m.pth) not found in the 'dape' folders; pass --ram")
-    dape = Path(args.dape) if args.dape else paths.find_model("dape", "*DAPE*", models_dir)
+    ram, dape = resolve_files(args)
     if dape is None:
-        log.warning("seesr: DAPE.pth not found: using plain RAM embeddings (SeeSR was trained with DAPE)")
+        log.warning("seesr: using plain RAM embeddings (SeeSR was trained with DAPE)")
     return ram, dape
 
 
