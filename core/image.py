@@ -25,10 +25,14 @@ class ImageInputError(ValueError):
 def split_alpha(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``[B,C,H,W]`` with C in 1..4 → (RGB ``[B,3,H,W]``, alpha ``[B,1,H,W]`` or None).
     Grayscale (C=1, or C=2 gray+alpha) is repeated to RGB."""
+    if not isinstance(x, torch.Tensor):
+        raise ImageInputError(f"expected an image tensor [B,3,H,W], got {type(x).__name__}")
     if x.ndim == 3:
         x = x.unsqueeze(0)
     if x.ndim != 4:
         raise ImageInputError(f"expected an image batch [B,C,H,W], got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ImageInputError("the image batch is empty")
     c = x.shape[1]
     if c == 1:
         return x.expand(-1, 3, -1, -1).contiguous(), None

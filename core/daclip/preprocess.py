@@ -74,11 +74,7 @@ def preprocess(images: torch.Tensor, size: int, backend: str = "torch") -> torch
     ignored) → normalised pixels ``[B,3,size,size]`` float32 on the images' device."""
     if backend not in BACKENDS:
         raise ValueError(f"preprocess backend must be one of {BACKENDS}, got {backend!r}")
-    if not isinstance(images, torch.Tensor):
-        raise ImageInputError(f"expected an image tensor [B,3,H,W], got {type(images).__name__}")
     rgb, _alpha = split_alpha(images)
-    if rgb.shape[0] == 0:
-        raise ImageInputError("the image batch is empty")
     h, w = rgb.shape[-2:]
     if min(h, w) < 1:
         raise ImageInputError(f"cannot preprocess an image of {w}x{h} pixels")

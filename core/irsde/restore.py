@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..image import ImageInputError, merge_alpha, split_alpha
+from ..image import merge_alpha, split_alpha
 from ..progress import Progress
 from ..tiling import tiled_apply
 from .sde import IRSDE
@@ -125,11 +125,7 @@ def restore(network: ConditionalUNet, daclip: Any, images: torch.Tensor, steps: 
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     if tile is not None and tile and tile < 32:
         raise ValueError(f"tile must be at least 32 pixels (or 0/None for no tiling), got {tile}")
-    if not isinstance(images, torch.Tensor):
-        raise ImageInputError(f"expected an image tensor [B,3,H,W], got {type(images).__name__}")
     rgb, alpha = split_alpha(images)
-    if rgb.shape[0] == 0:
-        raise ImageInputError("the image batch is empty")
     batch = rgb.shape[0]
     clean, degra = embeddings(daclip, rgb)
     check_context(network, int(clean.shape[-1]))
