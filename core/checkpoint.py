@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from .errors import CheckpointError
+
 log = logging.getLogger(__name__)
 
 StateDict = dict[str, torch.Tensor]
@@ -35,8 +37,8 @@ MODEL_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
 _WRAPPER_KEYS = ("state_dict", "params_ema", "params", "model", "module", "net", "network")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file could not be read safely, or holds no usable weights."""
+__all__ = ["CheckpointError", "MODEL_SUFFIXES", "load_state_dict", "meta_state_dict_from_key_list", "read_metadata",
+           "save_safetensors", "unwrap_state_dict"]
 
 
 def _numpy_allow_list() -> list[Any]:
@@ -162,9 +164,6 @@ def save_safetensors(sd: Mapping[str, torch.Tensor], path: PathLike, metadata: M
     save_file(out, str(path), metadata=meta)
     return path
 
-
-def state_dict_shapes(sd: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in sd.items()}
 
 
 def meta_state_dict_from_key_list(path: PathLike, dtype: torch.dtype = torch.float32) -> StateDict:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .errors import InputError
+
 _EPS = 1e-5
 
 
@@ -64,13 +66,30 @@ def wavelet(content: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 METHODS = {"wavelet": wavelet, "adain": adain}
+METHOD_NAMES = ("wavelet", "adain", "none")
 
 
-def color_fix(content: torch.Tensor, reference: torch.Tensor, method: str = "wavelet") -> torch.Tensor:
-    if method == "none":
-        return content
-    try:
-        fn = METHODS[method]
-    except KeyError:
-        raise ValueError(f"unknown colour-fix method {method!r}; choose one of {sorted(METHODS)} or 'none'") from None
-    return fn(content, reference)
+def color_fix(content: torch.Tensor, reference: torch.Tensor, method: str = "wavelet", clamp: bool = False
+              ) -> torch.Tensor:
+    """The one colour fix of the pack: ``wavelet``, ``adain`` or ``none`` (``content`` unchanged); ``clamp``
+    clips the result to [0, 1]."""
+    if method in ("none", "nofix", ""):
+        out = content
+    else:
+        try:
+            fn = METHODS[method]
+        except KeyError:
+            raise InputError(f"unknown colour-fix method {method!r}; choose one of {', '.join(METHOD_NAMES)}"
+                             ) from None
+        out = fn(content, reference)
+    return out.clamp(0, 1) if clamp else out
+
+
+def color_fix_to(content: torch.Tensor, reference: torch.Tensor, method: str = "wavelet") -> torch.Tensor:
+    """Colour-fix ``content`` ``[B,3,H,W]`` towards ``reference`` of any size (resized bicubically, antialiased,
+    to the content size) and batch 1 or B."""
+    from .image import match_batch, resize
+
+    ref = match_batch(reference, content.shape[0], "colour reference")
+    ref = resize(ref, content.shape[-2:], mode="bicubic", antialias=True, clamp=True)
+    return color_fix(content, ref, method)

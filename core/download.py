@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import DownloadError
+
 log = logging.getLogger(__name__)
 
 
@@ -49,8 +51,6 @@ OFFICIAL: dict[str, OfficialFile] = {
 }
 
 
-class DownloadError(RuntimeError):
-    pass
 
 
 def _manual(spec: OfficialFile, dest: Path, why: str) -> DownloadError:

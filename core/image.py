@@ -13,13 +13,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import ImageInputError, InputError
+
 # F.interpolate(bicubic, antialias=True) vs PIL BICUBIC on 8-bit images: measured max 2/255 per channel
 # (mean < 0.3/255) on photographs and random fields; see tests/test_image.py.
 PIL_BICUBIC_TOLERANCE = 2.0 / 255.0
 
 
-class ImageInputError(ValueError):
-    """An image of an unsupported layout or size was given."""
+__all__ = ["ImageInputError", "crop", "from_comfy", "load_image", "match_batch", "merge_alpha", "pad_to_multiple",
+           "resize", "save_image", "split_alpha", "to_comfy"]
 
 
 def split_alpha(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -79,13 +81,17 @@ def to_comfy(rgb: torch.Tensor, alpha: torch.Tensor | None = None, clamp: bool =
     return x.movedim(1, -1).contiguous().cpu()
 
 
-def check_size(x: torch.Tensor, *, min_side: int = 1, max_pixels: int | None = None, what: str = "image") -> None:
-    h, w = x.shape[-2:]
-    if min(h, w) < min_side:
-        raise ImageInputError(f"the {what} is {w}x{h}; it needs at least {min_side} pixels on each side")
-    if max_pixels is not None and h * w > max_pixels:
-        raise ImageInputError(f"the {what} is {w}x{h} = {h * w} pixels, above the limit of {max_pixels}; "
-                              f"use tiling or downscale it first")
+
+def match_batch(x: torch.Tensor, batch: int, what: str, expand: bool = True) -> torch.Tensor:
+    """The one batch-broadcast rule: a batch of ``batch`` passes, a batch of 1 is repeated (``expand``; views,
+    no copy) or kept as 1 (``expand=False``), anything else is an :class:`InputError` naming ``what``."""
+    n = int(x.shape[0])
+    if n == batch:
+        return x
+    if n == 1:
+        return x.expand(batch, *x.shape[1:]) if expand else x
+    raise InputError(f"the {what} batch has {n} entries but the image batch has {batch}; give one {what} for all "
+                     f"images or one per image")
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> tuple[torch.Tensor, tuple[int, int]]:

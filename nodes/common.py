@@ -2,11 +2,14 @@
 
 * model folders registered with ``folder_paths`` (appending, so ``extra_model_paths.yaml`` entries stay first);
 * file lookup with errors that name the model expected and the folders searched;
-* core ``nn.Module`` → ComfyUI ``ModelPatcher`` and loading through ``load_models_gpu``;
-* compute dtype chosen with ComfyUI's ``should_use_bf16`` / ``should_use_fp16``;
+* one payload type on every model socket (:class:`ModelPayload`: the core descriptor in a ComfyUI ``ModelPatcher``),
+  loaded through ``load_models_gpu`` with the descriptor's memory estimate;
+* compute dtype chosen with ComfyUI's ``should_use_bf16`` / ``should_use_fp16`` among the descriptor's dtypes;
 * a plain ``progress(done, total)`` callable for core loops that drives ``comfy.utils.ProgressBar`` and checks
   for interruption;
 * IMAGE ``[B,H,W,C]`` ↔ ``[B,3,H,W]`` conversion (alpha kept aside).
+
+Nodes are convert → one core call → convert; validation, chunking, tiling and OOM back-off live in core.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import comfy.model_management as mm
@@ -23,14 +27,19 @@ import folder_paths
 import torch
 
 from ..core import image as core_image
-from ..core.checkpoint import MODEL_SUFFIXES, load_state_dict
+from ..core import registry
+from ..core.arch import ModelDescriptor
+from ..core.checkpoint import MODEL_SUFFIXES
+from ..core.dtypes import DTYPE_NAMES, parse_dtype
+from ..core.errors import PayloadError, WrongModelError
 from ..core.paths import MODEL_FOLDERS
-from ..core.registry import FAMILIES, WrongModelError, require_family
 
 log = logging.getLogger(__name__)
 
 CATEGORY = "AwareRestore"
 Progress = Callable[[int, int], None]
+DTYPE_OPTIONS = list(DTYPE_NAMES)
+DTYPE_TOOLTIP = "Weight and compute dtype: auto = fp16/bf16 where the device supports it (ComfyUI decides), fp32 on CPU."
 
 
 # ----------------------------------------------------------------------------------------------- folders
@@ -43,11 +52,16 @@ def register_model_folders() -> None:
             folder_paths.folder_names_and_paths[name] = (paths, set(MODEL_SUFFIXES))
 
 
-def searched(folder: str) -> str:
+def folder_list(folder: str) -> list[str]:
+    """The registered paths of a model folder ([] when it is not registered)."""
     try:
-        paths = folder_paths.get_folder_paths(folder)
+        return list(folder_paths.get_folder_paths(folder))
     except KeyError:
-        paths = []
+        return []
+
+
+def searched(folder: str) -> str:
+    paths = folder_list(folder)
     return ", ".join(paths) if paths else f"(no '{folder}' folder is registered)"
 
 
@@ -75,18 +89,20 @@ def model_dirs(folder: str, required: Sequence[str]) -> list[str]:
     return out
 
 
-def folder_list(folder: str) -> list[str]:
-    """The registered paths of a model folder ([] when it is not registered)."""
-    try:
-        return list(folder_paths.get_folder_paths(folder))
-    except KeyError:
-        return []
+def _inside(base: Path, name: str) -> Path | None:
+    """``base/name`` when it stays inside ``base`` (no ``..``, no absolute names), else None."""
+    if not name or os.path.isabs(name) or Path(name).drive:
+        return None
+    cand = (base / name).resolve()
+    root = base.resolve()
+    return cand if cand == root or root in cand.parents else None
 
 
 def resolve_dir(folder: str, name: str, title: str) -> Path:
+    """A sub-folder ``name`` of the registered ``folder`` paths; names leaving the folder are refused."""
     for base in folder_list(folder):
-        cand = Path(base) / name
-        if cand.is_dir():
+        cand = _inside(Path(base), name)
+        if cand is not None and cand.is_dir():
             return cand
     raise FileNotFoundError(f"{title} folder '{name}' was not found in the '{folder}' model folders "
                             f"searched: {searched(folder)}.")
@@ -102,23 +118,43 @@ def resolve_file(folder: str, name: str, title: str) -> str:
     return path
 
 
-def load_checked(folder: str, name: str, family: str | tuple[str, ...]) -> tuple[dict[str, torch.Tensor], str]:
-    """Load ``name`` from ``folder`` safely and check that it belongs to ``family``."""
-    fam = (family,) if isinstance(family, str) else family
-    title = " or ".join(FAMILIES[f].title for f in fam)
+def load_file(folder: str, name: str, arch: str | tuple[str, ...], dtype: torch.dtype = torch.float32,
+              **options) -> ModelDescriptor:
+    """Read ``name`` from ``folder`` safely, check its family and load it strictly (core ``registry.load``);
+    a file of another family names the folders searched."""
+    ids = (arch,) if isinstance(arch, str) else tuple(arch)
+    title = " or ".join(registry.get(a).title for a in ids)
     path = resolve_file(folder, name, title)
-    sd = load_state_dict(path)
     try:
-        require_family(sd, fam, source=path, folder=folder)
+        return registry.load(path, ids, dtype=dtype, folder=folder, **options)
     except WrongModelError as exc:
         raise WrongModelError(f"{exc} Folders searched: {searched(folder)}.") from None
-    return sd, path
 
 
-# ----------------------------------------------------------------------------------------------- devices
-def compute_dtype(supported: Sequence[torch.dtype] = (torch.bfloat16, torch.float16, torch.float32),
+# ----------------------------------------------------------------------------------------------- models
+@dataclass(frozen=True)
+class ModelPayload:
+    """What travels on every model socket of the pack: the core descriptor, its ComfyUI ModelPatcher (which the
+    memory manager loads and offloads) and the name the user picked."""
+
+    patcher: comfy.model_patcher.ModelPatcher
+    descriptor: ModelDescriptor
+    name: str
+
+    @property
+    def arch(self) -> str:
+        return self.descriptor.arch
+
+    @property
+    def config(self):
+        return self.descriptor.config
+
+
+def compute_dtype(desc_or_dtypes: ModelDescriptor | Sequence[torch.dtype] = (torch.bfloat16, torch.float16,
+                                                                              torch.float32),
                   model_params: int = 0, device: torch.device | None = None) -> torch.dtype:
     """Pick bf16/fp16/fp32 for the ComfyUI device among the dtypes a model supports (fp32 on CPU)."""
+    supported = desc_or_dtypes.dtypes if isinstance(desc_or_dtypes, ModelDescriptor) else desc_or_dtypes
     device = device or mm.get_torch_device()
     if torch.bfloat16 in supported and mm.should_use_bf16(device, model_params=model_params):
         return torch.bfloat16
@@ -127,43 +163,50 @@ def compute_dtype(supported: Sequence[torch.dtype] = (torch.bfloat16, torch.floa
     return torch.float32
 
 
-def wrap_model(module: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
-    """Wrap a core module (kept on the offload device) in ComfyUI's ModelPatcher."""
+def widget_dtype(name: str | None, supported: Sequence[torch.dtype] = (torch.bfloat16, torch.float16, torch.float32),
+                 model_params: int = 0) -> torch.dtype:
+    """The dtype a loader's ``dtype`` widget asks for (``auto`` → :func:`compute_dtype`)."""
+    return parse_dtype(name or "auto") or compute_dtype(supported, model_params)
+
+
+def wrap(descriptor: ModelDescriptor, name: str) -> ModelPayload:
+    """Put a loaded core model under ComfyUI's memory manager (kept on the offload device until used)."""
+    module = descriptor.model
     module.eval().requires_grad_(False)
     offload = mm.unet_offload_device()
     module.to(offload)
-    return comfy.model_patcher.ModelPatcher(module, load_device=mm.get_torch_device(), offload_device=offload)
+    patcher = comfy.model_patcher.ModelPatcher(module, load_device=mm.get_torch_device(), offload_device=offload)
+    return ModelPayload(patcher, descriptor, name)
 
 
-def load_model(patcher: comfy.model_patcher.ModelPatcher, memory_required: int = 0) -> torch.nn.Module:
-    """Load through ComfyUI's memory manager (may evict other models) and return the module on its device."""
-    mm.load_models_gpu([patcher], memory_required=int(memory_required))
-    return patcher.model
-
-
-def expect(value: object, cls: type, socket: str, io_type: str, source: str):
-    """Check what arrived on a custom socket; a wrong type names the socket type and the node it comes from."""
-    if not isinstance(value, cls):
-        raise TypeError(f"the '{socket}' input must be a {io_type} from '{source}'; got {type(value).__name__}")
+def expect_model(value: object, socket: str, io_type: str, source: str, arch: str | tuple[str, ...]
+                 ) -> ModelPayload:
+    """Check what arrived on a model socket; a wrong payload names the socket type and the node it comes from."""
+    ids = (arch,) if isinstance(arch, str) else tuple(arch)
+    if not isinstance(value, ModelPayload) or value.arch not in ids:
+        got = value.arch if isinstance(value, ModelPayload) else type(value).__name__
+        raise PayloadError(f"the '{socket}' input must be a {io_type} from '{source}'; got {got}")
     return value
 
 
-def load_payload(payload, module_cls: type, memory_required: int = 0):
-    """Load the module of a loader node's payload (``.patcher``) and check its class."""
-    module = load_model(payload.patcher, memory_required=memory_required)
-    if not isinstance(module, module_cls):
-        raise TypeError(f"the model socket holds a {type(module).__name__}, not a {module_cls.__name__}")
-    return module
+def expect(value: object, cls: type, socket: str, io_type: str, source: str):
+    """Check a non-model payload (embeddings); a wrong type names the socket type and the node it comes from."""
+    if not isinstance(value, cls):
+        raise PayloadError(f"the '{socket}' input must be a {io_type} from '{source}'; got {type(value).__name__}")
+    return value
+
+
+def load_models(*items: tuple[ModelPayload, int]) -> list[torch.nn.Module]:
+    """Load ``(payload, activation bytes)`` pairs in one ``load_models_gpu`` call (so one model is not evicted
+    to make room for the other); returns the modules on their devices."""
+    patchers = [p.patcher for p, _ in items]
+    mm.load_models_gpu(patchers, memory_required=int(sum(m for _, m in items)))
+    return [p.model for p in patchers]
 
 
 def model_device(module: torch.nn.Module) -> torch.device:
     p = next(module.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
-
-
-def model_dtype(module: torch.nn.Module) -> torch.dtype:
-    p = next(module.parameters(), None)
-    return p.dtype if p is not None else torch.float32
 
 
 # ----------------------------------------------------------------------------------------------- progress
@@ -178,14 +221,6 @@ def progress_callback(total: int = 1) -> Progress:
     return progress
 
 
-def check_interrupt() -> None:
-    mm.throw_exception_if_processing_interrupted()
-
-
-def is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, mm.OOM_EXCEPTION)
-
-
 # ----------------------------------------------------------------------------------------------- images
 def image_to_bchw(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """IMAGE ``[B,H,W,C]`` → (RGB ``[B,3,H,W]`` float32, alpha ``[B,1,H,W]`` or None)."""
@@ -195,14 +230,3 @@ def image_to_bchw(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | Non
 def bchw_to_image(rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
     """``[B,3,H,W]`` (+ alpha, resized when needed) → IMAGE ``[B,H,W,C]`` clamped to [0,1] on CPU."""
     return core_image.to_comfy(rgb, alpha)
-
-
-def broadcast_batch(x: torch.Tensor, batch: int, what: str) -> torch.Tensor:
-    """Repeat a batch of 1 to ``batch``; a batch of ``batch`` passes; anything else is an error."""
-    if x.shape[0] == batch:
-        return x
-    if x.shape[0] == 1:
-        return x.expand(batch, *x.shape[1:])
-    raise ValueError(f"the {what} batch has {x.shape[0]} images but the image batch has {batch}; "
-                     f"give one {what} for all images or one per image")
-

@@ -1,7 +1,7 @@
 """DA-CLIP nodes: load the model, embed images (clean + degradation), classify degradations, and build
 embeddings whose degradation part comes from a text label (to override a wrong classification).
 
-Sockets: ``DACLIP_MODEL`` carries a :class:`DaclipModel` (the ComfyUI ModelPatcher and the inferred config);
+Sockets: ``DACLIP_MODEL`` carries a :class:`.common.ModelPayload` (the ComfyUI ModelPatcher and the descriptor);
 ``DACLIP_EMBEDS`` carries a :class:`DaclipEmbeds` (``clean`` and ``degradation`` ``[B, D]``, float32 on the CPU).
 Both types and payloads are importable from here by other families' nodes (IR-SDE restoration).
 """
@@ -9,79 +9,32 @@ Both types and payloads are importable from here by other families' nodes (IR-SD
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
-import torch
 from comfy_api.latest import io, ui
 
-from ..core.daclip import (
-    DEGRADATIONS,
-    DaCLIP,
-    DaclipConfig,
-    DaclipEmbeds,
-    load_daclip,
-    parse_labels,
-)
-from ..core.daclip.classify import encode_images, probabilities, text_features
+from ..core.daclip import ARCH, DEGRADATIONS, DaclipEmbeds, classify_report, degradation_from_text, encode_images
 from . import common
 
 log = logging.getLogger(__name__)
 
 FOLDER = "daclip"
-FAMILY = "daclip"
 CATEGORY = f"{common.CATEGORY}/DA-CLIP"
 DACLIP_MODEL = io.Custom("DACLIP_MODEL")
 DACLIP_EMBEDS = io.Custom("DACLIP_EMBEDS")
-PRECISIONS = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-ENCODE_BATCH = 8
 DEFAULT_LABELS = "\n".join(DEGRADATIONS)
 
-__all__ = ["DACLIP_EMBEDS", "DACLIP_MODEL", "NODES", "DaclipEmbeds", "DaclipModel", "daclip_module"]
+__all__ = ["DACLIP_EMBEDS", "DACLIP_MODEL", "NODES", "DaclipEmbeds", "daclip_payload"]
 
 
-@dataclass(frozen=True)
-class DaclipModel:
-    """What travels on a DACLIP_MODEL socket: the ComfyUI patcher around a :class:`DaCLIP` and its config."""
-    patcher: object
-    config: DaclipConfig
-    name: str
+def daclip_payload(value: object, batch: int = 1) -> tuple[common.ModelPayload, int]:
+    """A checked DACLIP_MODEL payload and the activation bytes to reserve for encoding ``batch`` images."""
+    payload = common.expect_model(value, "daclip_model", "DACLIP_MODEL", "Load DA-CLIP Model", ARCH.id)
+    return payload, payload.descriptor.memory_for(batch)
 
 
-def _memory_required(config: DaclipConfig, batch: int) -> int:
-    """Activation memory estimate for encoding ``batch`` images (both towers, fp32, generous)."""
-    tokens = (config.image_size // config.patch_size) ** 2 + 1
-    per_image = tokens * config.vision_width * 4 * 48 + tokens * tokens * config.vision_heads * 4 * 4
-    return 64 * 2**20 + min(batch, ENCODE_BATCH) * per_image
-
-
-def daclip_module(model: object, batch: int = 1) -> DaCLIP:
-    """Load the DA-CLIP of a DACLIP_MODEL payload through ComfyUI's memory manager and return the module."""
-    common.expect(model, DaclipModel, "daclip_model", "DACLIP_MODEL", "Load DA-CLIP Model")
-    return common.load_payload(model, DaCLIP, _memory_required(model.config, batch))
-
-
-def _images(image) -> torch.Tensor:
-    rgb, _alpha = common.image_to_bchw(image)  # gray → RGB; alpha is not used by DA-CLIP
-    return rgb
-
-
-def _encode(model: DaclipModel, image) -> tuple[DaCLIP, DaclipEmbeds]:
-    rgb = _images(image)
-    module = daclip_module(model, rgb.shape[0])
-    progress = common.progress_callback(rgb.shape[0])
-    return module, encode_images(module, rgb, batch_size=ENCODE_BATCH, progress=progress)
-
-
-def probability_table(labels: list[str], probs: torch.Tensor) -> str:
-    """Labels × images table of probabilities (the top label of each image marked with ``*``)."""
-    width = max(len("label"), *(len(label) for label in labels))
-    top = probs.argmax(dim=1)
-    head = "label".ljust(width) + "".join(f"  image {b + 1:<3}" for b in range(probs.shape[0]))
-    rows = [head]
-    for i, label in enumerate(labels):
-        cells = "".join(f"  {probs[b, i].item():7.4f}{'*' if top[b] == i else ' '}  " for b in range(probs.shape[0]))
-        rows.append(label.ljust(width) + cells.rstrip())
-    return "\n".join(rows)
+def _module(value: object, batch: int):
+    (module,) = common.load_models(daclip_payload(value, batch))
+    return module
 
 
 class DACLIPLoader(io.ComfyNode):
@@ -98,8 +51,7 @@ class DACLIPLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("model_name", options=common.model_list(FOLDER),
                                tooltip="DA-CLIP checkpoint in models/daclip (.pt or .safetensors)."),
-                io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
-                               tooltip="Weight precision: auto = fp16/bf16 on a GPU that supports it, fp32 on CPU."),
+                io.Combo.Input("dtype", options=common.DTYPE_OPTIONS, default="auto", tooltip=common.DTYPE_TOOLTIP),
             ],
             outputs=[DACLIP_MODEL.Output(display_name="daclip_model",
                                          tooltip="The DA-CLIP model, for the encode / classify nodes and "
@@ -107,15 +59,10 @@ class DACLIPLoader(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model_name, precision="auto") -> io.NodeOutput:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-        sd, path = common.load_checked(FOLDER, model_name, FAMILY)
-        dtype = PRECISIONS[precision] or common.compute_dtype()
-        module = load_daclip(sd, device="cpu", dtype=dtype)
-        del sd
-        log.info("DA-CLIP %s from %s (%s)", module.config.name, path, dtype)
-        return io.NodeOutput(DaclipModel(common.wrap_model(module), module.config, model_name))
+    def execute(cls, model_name, dtype="auto") -> io.NodeOutput:
+        desc = common.load_file(FOLDER, model_name, ARCH.id, common.widget_dtype(dtype))
+        log.info("DA-CLIP %s from %s (%s)", desc.config.name, desc.source, desc.dtype)
+        return io.NodeOutput(common.wrap(desc, model_name))
 
 
 class DACLIPEncode(io.ComfyNode):
@@ -139,8 +86,9 @@ class DACLIPEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, daclip_model, image) -> io.NodeOutput:
-        _module, embeds = _encode(daclip_model, image)
-        return io.NodeOutput(embeds)
+        rgb, _ = common.image_to_bchw(image)
+        module = _module(daclip_model, rgb.shape[0])
+        return io.NodeOutput(encode_images(module, rgb, progress=common.progress_callback(rgb.shape[0])))
 
 
 class DACLIPClassifyDegradation(io.ComfyNode):
@@ -178,14 +126,10 @@ class DACLIPClassifyDegradation(io.ComfyNode):
 
     @classmethod
     def execute(cls, daclip_model, image, labels=DEFAULT_LABELS, top_k=1) -> io.NodeOutput:
-        names = parse_labels(labels)
-        module, embeds = _encode(daclip_model, image)
-        probs = probabilities(embeds.degradation, text_features(module, names))
-        k = max(1, min(int(top_k), len(names)))
-        top_p, top_i = probs.topk(k, dim=1)
-        lines = "\n".join(", ".join(names[j] for j in row.tolist()) for row in top_i)
-        table = probability_table(names, probs)
-        return io.NodeOutput(lines, [float(p) for p in top_p[:, 0]], table, ui=ui.PreviewText(table))
+        rgb, _ = common.image_to_bchw(image)
+        module = _module(daclip_model, rgb.shape[0])
+        r = classify_report(module, rgb, labels, top_k, progress=common.progress_callback(rgb.shape[0]))
+        return io.NodeOutput("\n".join(r.top), r.top_probability, r.table, ui=ui.PreviewText(r.table))
 
 
 class DACLIPDegradationFromText(io.ComfyNode):
@@ -218,13 +162,11 @@ class DACLIPDegradationFromText(io.ComfyNode):
     @classmethod
     def execute(cls, daclip_model, image, label=DEGRADATIONS[0], custom_label="", match_norm=True
                 ) -> io.NodeOutput:
+        rgb, _ = common.image_to_bchw(image)
+        module = _module(daclip_model, rgb.shape[0])
         text = (custom_label or "").strip() or label
-        module, embeds = _encode(daclip_model, image)
-        degra = text_features(module, [text]).expand(len(embeds), -1)
-        if match_norm:
-            norm = embeds.degradation.norm(dim=1, keepdim=True) / degra.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            degra = degra * norm
-        return io.NodeOutput(DaclipEmbeds(embeds.clean, degra.contiguous()))
+        return io.NodeOutput(degradation_from_text(module, rgb, text, match_norm,
+                                                   progress=common.progress_callback(rgb.shape[0])))
 
 
 NODES = [DACLIPLoader, DACLIPEncode, DACLIPClassifyDegradation, DACLIPDegradationFromText]

@@ -9,14 +9,13 @@ a single prompt). ``DAPE_EMBEDS`` carries the per-image [B,145,512] embeddings a
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
 from comfy_api.latest import io
 
-from ..core.ram import DapeEmbeds, Tagger, load_tagger
+from ..core.errors import WrongModelError
+from ..core.ram import CHUNK, RAM, load_tagger_descriptor, tag_images
 from ..core.ram.load import DAPE_FILE, RAM_FILE
-from ..core.registry import WrongModelError
 from . import common
 
 log = logging.getLogger(__name__)
@@ -26,20 +25,6 @@ DAPE_EMBEDS = io.Custom("DAPE_EMBEDS")
 FOLDER = "dape"
 NONE = "none"
 CATEGORY = f"{common.CATEGORY}/DAPE"
-CHUNK = 4  # images per forward pass
-BYTES_PER_IMAGE = 600 * 2**20  # activation estimate for Swin-L + tagging head at 384 px (fp32)
-
-
-@dataclass(frozen=True)
-class DapeModel:
-    """What travels on a DAPE_MODEL socket: the ComfyUI patcher around a :class:`Tagger` and its files."""
-    patcher: object
-    ram_name: str
-    dape_name: str | None
-
-    @property
-    def dape_merged(self) -> bool:
-        return bool(getattr(self.patcher.model, "dape_merged", False))
 
 
 def _default(files: list[str], *starts: str) -> str | None:
@@ -50,10 +35,10 @@ def _default(files: list[str], *starts: str) -> str | None:
     return None
 
 
-def tagger_module(model: object) -> Tagger:
-    """Load the tagger of a DAPE_MODEL payload through ComfyUI's memory manager."""
-    common.expect(model, DapeModel, "dape_model", "DAPE_MODEL", "Load DAPE / RAM Tagger")
-    return common.load_payload(model, Tagger, CHUNK * BYTES_PER_IMAGE)
+def tagger_payload(value: object, batch: int = CHUNK) -> tuple[common.ModelPayload, int]:
+    """A checked DAPE_MODEL payload and the activation bytes to reserve for tagging ``batch`` images."""
+    payload = common.expect_model(value, "dape_model", "DAPE_MODEL", "Load DAPE / RAM Tagger", RAM.id)
+    return payload, payload.descriptor.memory_for(batch)
 
 
 class DAPELoader(io.ComfyNode):
@@ -90,16 +75,10 @@ class DAPELoader(io.ComfyNode):
                                   f"{RAM_FILE} as ram_name and {DAPE_FILE} as dape_name.")
         dtype = common.compute_dtype((torch.float16, torch.float32), model_params=213_000_000)
         try:
-            try:
-                tagger = load_tagger(ram_path, dape_path, dtype=dtype)
-            except ValueError as exc:
-                if "already has a DAPE" not in str(exc):
-                    raise
-                log.info("%s already has DAPE merged; %s is not applied again", ram_name, dape_name)
-                tagger = load_tagger(ram_path, None, dtype=dtype)
+            desc = load_tagger_descriptor(ram_path, dape_path, dtype=dtype)
         except WrongModelError as exc:
             raise WrongModelError(f"{exc} Folders searched: {common.searched(FOLDER)}.") from None
-        return io.NodeOutput(DapeModel(common.wrap_model(tagger), ram_name, None if dape_path is None else dape_name))
+        return io.NodeOutput(common.wrap(desc, ram_name))
 
 
 class DAPETagger(io.ComfyNode):
@@ -140,22 +119,13 @@ class DAPETagger(io.ComfyNode):
 
     @classmethod
     def execute(cls, dape_model, image, threshold=0.0, exclude="", max_tags=0, antialias=True) -> io.NodeOutput:
-        tagger = tagger_module(dape_model)
         x, _ = common.image_to_bchw(image)
-        n = x.shape[0]
-        progress = common.progress_callback(n)
-        tags: list[str] = []
-        embeds: list[torch.Tensor] = []
-        for start in range(0, n, CHUNK):
-            part = tagger.run(x[start:start + CHUNK], threshold=threshold or None, exclude=exclude,
-                              max_tags=max_tags or None, antialias=antialias)
-            tags += part.tags
-            embeds.append(part.embeds)
-            progress(min(start + CHUNK, n), n)
-        payload = DapeEmbeds(torch.cat(embeds), tuple(tags))
-        text = "\n".join(tags)
-        shown = tags if n == 1 else [f"{i + 1}: {t}" for i, t in enumerate(tags)]
-        return io.NodeOutput(tags, text, payload, ui={"text": shown})
+        (tagger,) = common.load_models(tagger_payload(dape_model, x.shape[0]))
+        payload = tag_images(tagger, x, threshold or None, exclude, max_tags or None, antialias,
+                             progress=common.progress_callback(x.shape[0]))
+        tags = list(payload.tags)
+        shown = tags if len(tags) == 1 else [f"{i + 1}: {t}" for i, t in enumerate(tags)]
+        return io.NodeOutput(tags, "\n".join(tags), payload, ui={"text": shown})
 
 
 NODES = [DAPELoader, DAPETagger]

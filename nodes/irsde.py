@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from comfy_api.latest import io
 
 from ..core.daclip import DaclipEmbeds
-from ..core.irsde import SAMPLERS, ConditionalUNet, UNetConfig, check_context, embeddings, load_irsde, restore
-from ..core.irsde.restore import ContextMismatchError, pairing_hint
-from ..core.tiling import tile_grid
+from ..core.irsde import ARCH, SAMPLERS, pairing_hint, restore
 from . import common
-from .daclip import DACLIP_EMBEDS, DACLIP_MODEL, daclip_module
+from .daclip import DACLIP_EMBEDS, DACLIP_MODEL, daclip_payload
 
 log = logging.getLogger(__name__)
 
@@ -20,37 +17,6 @@ IRSDE_MODEL = io.Custom("IRSDE_MODEL")
 FOLDER = "irsde"
 CATEGORY = f"{common.CATEGORY}/DA-CLIP"
 STEPS = 100
-
-
-@dataclass(frozen=True)
-class IRSDEModel:
-    """What travels on an IRSDE_MODEL socket: the ComfyUI patcher around a ConditionalUNet and its facts."""
-    patcher: object
-    name: str
-    config: UNetConfig
-
-    @property
-    def variant(self) -> str:  # "universal" or "wild"
-        return self.config.variant
-
-    @property
-    def context_dim(self) -> int:
-        return self.config.context_dim
-
-
-def _check_model(model: object) -> IRSDEModel:
-    return common.expect(model, IRSDEModel, "irsde_model", "IRSDE_MODEL", "Load IR-SDE Model")
-
-
-def _network(model: IRSDEModel, memory_required: int) -> ConditionalUNet:
-    return common.load_payload(model, ConditionalUNet, memory_required)
-
-
-def _memory_required(h: int, w: int, tile: int, nf: int) -> int:
-    """Activation bytes of one fp32 network call on an ``h x w`` input (or one tile), with headroom: measured on
-    CPU for universal-ir (nf 64) at 512², about 1.4 GB above the weights, i.e. ~21 floats x nf per pixel."""
-    side_h, side_w = (min(h, tile), min(w, tile)) if tile else (h, w)
-    return int(side_h * side_w * nf * 4 * 32)
 
 
 class IRSDELoader(io.ComfyNode):
@@ -71,11 +37,10 @@ class IRSDELoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name) -> io.NodeOutput:
-        sd, path = common.load_checked(FOLDER, model_name, "irsde")
-        network = load_irsde(sd)
-        log.info("IR-SDE %s: %s-ir, nf %d, context %d", path, network.variant, network.config.nf,
-                 network.config.context_dim)
-        return io.NodeOutput(IRSDEModel(common.wrap_model(network), model_name, network.config))
+        desc = common.load_file(FOLDER, model_name, ARCH.id)
+        log.info("IR-SDE %s: %s-ir, nf %d, context %d", desc.source, desc.config.variant, desc.config.nf,
+                 desc.config.context_dim)
+        return io.NodeOutput(common.wrap(desc, model_name))
 
 
 class DACLIPRestore(io.ComfyNode):
@@ -117,44 +82,20 @@ class DACLIPRestore(io.ComfyNode):
     @classmethod
     def execute(cls, irsde_model, image, daclip_model=None, daclip_embeds=None, sampler="posterior", seed=0,
                 tile=1024, overlap=64) -> io.NodeOutput:
-        if daclip_model is None and daclip_embeds is None:
-            raise ValueError("DA-CLIP Universal Restore needs DA-CLIP conditioning: connect 'daclip_model' (from "
-                             "'Load DA-CLIP Model') or 'daclip_embeds' (from 'DA-CLIP Encode'). "
-                             f"Pairs: {pairing_hint()}.")
-        if tile and tile < 32:
-            raise ValueError(f"tile must be 0 (off) or at least 32 pixels, got {tile}")
-        irsde_model = _check_model(irsde_model)
+        net = common.expect_model(irsde_model, "irsde_model", "IRSDE_MODEL", "Load IR-SDE Model", ARCH.id)
         x, alpha = common.image_to_bchw(image)
-        if daclip_embeds is not None:
-            cond = daclip_embeds
-        else:
-            width = getattr(getattr(daclip_model, "config", None), "embed_dim", None)
-            if isinstance(width, int):
-                check_context_dim(irsde_model, width)  # before spending time on the DA-CLIP encode
-            cond = daclip_module(daclip_model, x.shape[0])
-            cond = DaclipEmbeds(*embeddings(cond, x))
-        common.expect(cond, DaclipEmbeds, "daclip_embeds", "DACLIP_EMBEDS", "DA-CLIP Encode Image")
-        check_context_dim(irsde_model, int(cond.clean.shape[-1]))
         h, w = x.shape[-2:]
-        network = _network(irsde_model, _memory_required(h, w, tile, irsde_model.config.nf))
-        check_context(network, int(cond.clean.shape[-1]))
-        device = common.model_device(network)
-        tiles = len(tile_grid(h, w, tile, overlap)) if tile else 1
-        log.info("DA-CLIP restore: %d image(s) %dx%d, %s-ir, %s sampler, %d tile(s)", x.shape[0], w, h,
-                 network.variant, sampler, tiles)
-        progress = common.progress_callback(x.shape[0] * STEPS)
-        out = restore(network, cond, x.to(device), steps=STEPS, sampler=sampler, seed=seed, tile=tile or None,
-                      tile_overlap=overlap, progress=progress)
+        loads = [(net, net.descriptor.memory_for(1, (min(h, tile or h), min(w, tile or w))))]
+        cond = None
+        if daclip_embeds is not None:
+            cond = common.expect(daclip_embeds, DaclipEmbeds, "daclip_embeds", "DACLIP_EMBEDS", "DA-CLIP Encode Image")
+        elif daclip_model is not None:
+            loads.append(daclip_payload(daclip_model, x.shape[0]))
+        network, *clip = common.load_models(*loads)
+        cond = clip[0] if clip else cond
+        out = restore(network, cond, x.to(common.model_device(network)), steps=STEPS, sampler=sampler, seed=seed,
+                      tile=tile or None, tile_overlap=overlap, progress=common.progress_callback(x.shape[0] * STEPS))
         return io.NodeOutput(common.bchw_to_image(out.cpu(), alpha))
-
-
-def check_context_dim(model: IRSDEModel, width: int) -> None:
-    """Compare the embedding width with the network's context width recorded at load time."""
-    if model.context_dim > 0 and width != model.context_dim:
-        raise ContextMismatchError(
-            f"The DA-CLIP embeddings are {width}-wide but the IR-SDE model '{model.name}' ({model.variant}-ir) "
-            f"expects {model.context_dim}-wide embeddings. The models belong together in pairs: {pairing_hint()}. "
-            f"Load the DA-CLIP model that matches the IR-SDE model.")
 
 
 NODES = [IRSDELoader, DACLIPRestore]

@@ -5,12 +5,11 @@ CLIPTextEncode; LATENTs are ComfyUI's ``{"samples": unscaled latent}`` so core K
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
 
 import torch
 from comfy_api.latest import io
 
-from ..core.ram import DapeEmbeds
+from ..core.ram import DapeEmbeds, tag_images
 from ..core.seesr import (
     ADDED_PROMPT,
     NEGATIVE_PROMPT,
@@ -20,7 +19,7 @@ from ..core.seesr import (
     UpscaleOptions,
     build_prompts,
     condition_image,
-    load_seesr,
+    load_seesr_pair,
     plan_sizes,
     sample,
 )
@@ -29,36 +28,21 @@ from ..core.seesr.pipeline import COLOR_FIXES
 from ..core.seesr.sampler import match_token_lengths
 from ..core.seesr.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 from . import common
-from .dape import DAPE_EMBEDS, DAPE_MODEL, tagger_module
+from .dape import DAPE_EMBEDS, DAPE_MODEL, tagger_payload
 
 log = logging.getLogger(__name__)
 
 SEESR_MODEL = io.Custom("SEESR_MODEL")
 FOLDER = "seesr"
 CATEGORY = f"{common.CATEGORY}/SeeSR"
-DTYPES = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# rough activation need of one ControlNet+UNet call per latent pixel and batch item (fp16 SD2 at 96² ≈ 1.3 GB)
-BYTES_PER_LATENT_PX = 150_000
 
 
-class SeeSRPair(torch.nn.Module):
-    """The UNet and ControlNet (with RCA) as one module, so ComfyUI loads and offloads them together."""
-
-    def __init__(self, unet: torch.nn.Module, controlnet: torch.nn.Module):
-        super().__init__()
-        self.unet = unet
-        self.controlnet = controlnet
-
-
-@dataclass(frozen=True)
-class SeeSRModel:
-    """What travels on a SEESR_MODEL socket."""
-    patcher: object
-    name: str
-
-
-def _check_model(model: object) -> None:
-    common.expect(model, SeeSRModel, "seesr_model", "SEESR_MODEL", "Load SeeSR")
+def seesr_payload(value: object, latent_hw: tuple[int, int], tile: int | None,
+                  batch: int = 1) -> tuple[common.ModelPayload, int]:
+    """A checked SEESR_MODEL payload and the activation bytes of one tiled ControlNet+UNet call."""
+    payload = common.expect_model(value, "seesr_model", "SEESR_MODEL", "Load SeeSR", "seesr")
+    t = min(tile or max(latent_hw), *latent_hw)
+    return payload, payload.descriptor.memory_for(batch * SamplerOptions().tile_batch, (t, t))
 
 
 def _latent(latent: object) -> torch.Tensor:
@@ -68,11 +52,6 @@ def _latent(latent: object) -> torch.Tensor:
         raise ValueError(f"'latent' must be an SD LATENT {{'samples': [B,4,h,w]}} (SeeSR LR Embedding or "
                          f"VAEEncode); got {shape}")
     return z.float()
-
-
-def _pair(model: object, latent_px: int) -> SeeSRPair:
-    _check_model(model)
-    return common.load_payload(model, SeeSRPair, latent_px * BYTES_PER_LATENT_PX)
 
 
 def _conditioning(cond: object, what: str) -> torch.Tensor:
@@ -90,22 +69,6 @@ def _conditioning(cond: object, what: str) -> torch.Tensor:
 
 def _embeds(dape: object) -> DapeEmbeds:
     return common.expect(dape, DapeEmbeds, "dape_embeds", "DAPE_EMBEDS", "DAPE / RAM Tag Image")
-
-
-def _retry_on_oom(run, opts: SamplerOptions, latent_hw: tuple[int, int]):
-    """Run ``run(opts)``; on out-of-memory halve the latent tile (down to 32) and run again from the start."""
-    while True:
-        try:
-            return run(opts)
-        except Exception as exc:
-            if not common.is_oom(exc):
-                raise
-            tile = min(opts.tile_size or max(latent_hw), *latent_hw)
-            if tile <= 32:
-                raise
-            new = max(32, tile // 2)
-            log.warning("SeeSR: out of memory with latent tile %d; retrying with tile %d", tile, new)
-            opts = replace(opts, tile_size=new, tile_overlap=min(opts.tile_overlap, new // 3))
 
 
 def _sampler_inputs() -> list:
@@ -145,17 +108,15 @@ class SeeSRLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("model_name", options=names, default=names[0] if names else None,
                                tooltip="Folder in models/seesr holding 'unet' and 'controlnet'."),
-                io.Combo.Input("dtype", options=list(DTYPES), default="auto",
-                               tooltip="auto: fp16/bf16 where the device supports it, fp32 on CPU."),
+                io.Combo.Input("dtype", options=common.DTYPE_OPTIONS, default="auto", tooltip=common.DTYPE_TOOLTIP),
             ],
             outputs=[SEESR_MODEL.Output(display_name="seesr_model", tooltip="SeeSR UNet + ControlNet.")])
 
     @classmethod
     def execute(cls, model_name, dtype="auto") -> io.NodeOutput:
         folder = common.resolve_dir(FOLDER, model_name, "SeeSR")
-        dt = DTYPES.get(dtype) or common.compute_dtype(model_params=1_400_000_000)
-        unet, controlnet = load_seesr(folder, dtype=dt)
-        return io.NodeOutput(SeeSRModel(common.wrap_model(SeeSRPair(unet, controlnet)), model_name))
+        desc = load_seesr_pair(folder, dtype=common.widget_dtype(dtype, model_params=1_400_000_000))
+        return io.NodeOutput(common.wrap(desc, model_name))
 
 
 class SeeSRPrompt(io.ComfyNode):
@@ -236,23 +197,17 @@ class SeeSRSampler(io.ComfyNode):
     def execute(cls, seesr_model, positive, negative, dape_embeds, condition_image, latent, seed=0, steps=50,
                 cfg=5.5, control_scale=1.0, scheduler="ddpm", start="lr", tile_size=DEFAULT_TILE,
                 tile_overlap=DEFAULT_OVERLAP) -> io.NodeOutput:
-        _check_model(seesr_model)
+        common.expect_model(seesr_model, "seesr_model", "SEESR_MODEL", "Load SeeSR", "seesr")
         z = _latent(latent) * SD2_LATENT_SCALE
         pos, neg = _conditioning(positive, "positive"), _conditioning(negative, "negative")
         emb = _embeds(dape_embeds)
         cond, _ = common.image_to_bchw(condition_image)
-        b = z.shape[0]
         opts = SamplerOptions(steps=steps, cfg=cfg, control_scale=control_scale, scheduler=scheduler, start=start,
-                              tile_size=tile_size or None, tile_overlap=min(tile_overlap, max(tile_size - 8, 0)))
-        tile = min(tile_size or max(z.shape[-2:]), *z.shape[-2:])
-        pair = _pair(seesr_model, tile * tile * 2 * opts.tile_batch)
-        progress = common.progress_callback(steps)
-        cond = common.broadcast_batch(cond, b, "condition")
-        embeds = common.broadcast_batch(emb.embeds, b, "DAPE")
-        out = _retry_on_oom(lambda o: sample(pair.unet, pair.controlnet, lr_latent=z, cond_image=cond, positive=pos,
-                                             negative=neg, image_embeds=embeds, opts=o, progress=progress,
-                                             generator=torch.Generator().manual_seed(int(seed))),
-                            opts, tuple(z.shape[-2:]))
+                              tile_size=tile_size or None, tile_overlap=tile_overlap)
+        (pair,) = common.load_models(seesr_payload(seesr_model, tuple(z.shape[-2:]), opts.tile_size))
+        out = sample(pair.unet, pair.controlnet, lr_latent=z, cond_image=cond, positive=pos, negative=neg,
+                     image_embeds=emb.embeds, opts=opts, progress=common.progress_callback(steps),
+                     generator=torch.Generator().manual_seed(int(seed)))
         return io.NodeOutput({"samples": (out / SD2_LATENT_SCALE).cpu()})
 
 
@@ -284,31 +239,25 @@ class SeeSRUpscale(io.ComfyNode):
     def execute(cls, seesr_model, dape_model, clip, vae, image, upscale=4, process_size=512, user_prompt="",
                 seed=0, steps=50, cfg=5.5, control_scale=1.0, scheduler="ddpm", color_fix="adain",
                 tile_size=DEFAULT_TILE, tile_overlap=DEFAULT_OVERLAP) -> io.NodeOutput:
-        _check_model(seesr_model)
-        tagger = tagger_module(dape_model)
         rgb, alpha = common.image_to_bchw(image)
-        embeds = tagger.run(rgb)
         opts = SamplerOptions(steps=steps, cfg=cfg, control_scale=control_scale, scheduler=scheduler,
-                              tile_size=tile_size or None, tile_overlap=min(tile_overlap, max(tile_size - 8, 0)))
+                              tile_size=tile_size or None, tile_overlap=tile_overlap)
         plan = plan_sizes(rgb.shape[-1], rgb.shape[-2], upscale, process_size)
-        h, w = plan.latent_hw
-        tile = min(tile_size or max(h, w), h, w)
-        pair = _pair(seesr_model, tile * tile * 2 * opts.tile_batch)
+        pair, tagger = common.load_models(seesr_payload(seesr_model, plan.latent_hw, opts.tile_size),
+                                          tagger_payload(dape_model, rgb.shape[0]))
+        embeds = tag_images(tagger, rgb)
 
         def encode_text(texts):
             return torch.cat(match_token_lengths(*[clip.encode_from_tokens(clip.tokenize(t)).float() for t in texts]))
 
         progress = common.progress_callback(steps * rgb.shape[0])
 
-        def run(o: SamplerOptions) -> torch.Tensor:
-            return run_upscale(rgb, pair.unet, pair.controlnet, encode_text=encode_text,
-                               vae_encode=lambda x: vae.encode(common.bchw_to_image(x)),
-                               vae_decode=lambda z: common.image_to_bchw(vae.decode(z))[0],
-                               seed=seed, dape_embeds=embeds, progress=progress,
-                               options=UpscaleOptions(upscale=upscale, process_size=process_size,
-                                                      user_prompt=user_prompt, color_fix=color_fix, sampler=o))
-
-        out = _retry_on_oom(run, opts, (h, w))
+        out = run_upscale(rgb, pair.unet, pair.controlnet, encode_text=encode_text,
+                          vae_encode=lambda x: vae.encode(common.bchw_to_image(x)),
+                          vae_decode=lambda z: common.image_to_bchw(vae.decode(z))[0],
+                          seed=seed, dape_embeds=embeds, progress=progress,
+                          options=UpscaleOptions(upscale=upscale, process_size=process_size,
+                                                 user_prompt=user_prompt, color_fix=color_fix, sampler=opts))
         return io.NodeOutput(common.bchw_to_image(out, alpha))
 
 

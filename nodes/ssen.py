@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
-import torch
 from comfy_api.latest import io
 
+from ..core import registry
+from ..core.ssen import ARCH, SHIPPED_WEIGHTS, shipped_weights
 from ..core.ssen.infer import offset_map, super_resolve
-from ..core.ssen.loader import SHIPPED_WEIGHTS, load_ssen
-from ..core.ssen.model import SSENet, build_from_state_dict
-from ..core.tiling import tile_grid
 from . import common
 
 log = logging.getLogger(__name__)
@@ -22,23 +19,14 @@ SHIPPED = f"{SHIPPED_WEIGHTS} (shipped)"
 CATEGORY = f"{common.CATEGORY}/SSEN"
 
 
-@dataclass(frozen=True)
-class SSENModel:
-    """What travels on an SSEN_MODEL socket: the ComfyUI patcher around an :class:`SSENet` and its source."""
-    patcher: object
-    name: str
+def _model(value: object, batch: int, size: tuple[int, int]):
+    payload = common.expect_model(value, "ssen_model", "SSEN_MODEL", "Load SSEN Model", ARCH.id)
+    (module,) = common.load_models((payload, payload.descriptor.memory_for(batch, size)))
+    return module
 
 
-def _model(model: object) -> SSENet:
-    common.expect(model, SSENModel, "ssen_model", "SSEN_MODEL", "Load SSEN Model")
-    return common.load_payload(model, SSENet)
-
-
-def _reference(reference, batch: int):
-    if reference is None:
-        return None
-    ref, _ = common.image_to_bchw(reference)
-    return common.broadcast_batch(ref, batch, "reference")
+def _reference(reference):
+    return None if reference is None else common.image_to_bchw(reference)[0]
 
 
 class SSENLoader(io.ComfyNode):
@@ -59,11 +47,10 @@ class SSENLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model_name=SHIPPED) -> io.NodeOutput:
         if model_name == SHIPPED:
-            module = load_ssen(None)
+            desc = registry.load(shipped_weights(), ARCH.id, folder=FOLDER)
         else:
-            sd, _ = common.load_checked(FOLDER, model_name, "ssen")
-            module = build_from_state_dict(sd)
-        return io.NodeOutput(SSENModel(common.wrap_model(module), model_name))
+            desc = common.load_file(FOLDER, model_name, ARCH.id)
+        return io.NodeOutput(common.wrap(desc, model_name))
 
 
 class SSENReferenceSR(io.ComfyNode):
@@ -94,12 +81,11 @@ class SSENReferenceSR(io.ComfyNode):
 
     @classmethod
     def execute(cls, ssen_model, image, reference=None, tile=128, overlap=16) -> io.NodeOutput:
-        module = _model(ssen_model)
         x, alpha = common.image_to_bchw(image)
-        ref = _reference(reference, x.shape[0])
-        tiles = len(tile_grid(x.shape[-2], x.shape[-1], tile, overlap)) if tile else 1
-        progress = common.progress_callback(x.shape[0] * tiles)
-        out = super_resolve(module, x, ref, tile=tile or None, overlap=overlap, progress=progress)
+        h, w = x.shape[-2:]
+        module = _model(ssen_model, 1, (min(h, tile or h), min(w, tile or w)))
+        out = super_resolve(module, x, _reference(reference), tile=tile or None, overlap=overlap,
+                            progress=common.progress_callback())
         return io.NodeOutput(common.bchw_to_image(out, alpha))
 
 
@@ -131,17 +117,10 @@ class SSENOffsetMap(io.ComfyNode):
 
     @classmethod
     def execute(cls, ssen_model, image, reference=None, step=8) -> io.NodeOutput:
-        module = _model(ssen_model)
         x, _ = common.image_to_bchw(image)
-        ref = _reference(reference, x.shape[0])
-        progress = common.progress_callback(x.shape[0])
-        points, heat = [], []
-        for i in range(x.shape[0]):
-            p, h = offset_map(module, x[i:i + 1], None if ref is None else ref[i:i + 1], step=step)
-            points.append(p)
-            heat.append(h)
-            progress(i + 1, x.shape[0])
-        return io.NodeOutput(common.bchw_to_image(torch.cat(points)), common.bchw_to_image(torch.cat(heat)))
+        module = _model(ssen_model, x.shape[0], tuple(x.shape[-2:]))
+        points, heat = offset_map(module, x, _reference(reference), step=step)
+        return io.NodeOutput(common.bchw_to_image(points), common.bchw_to_image(heat))
 
 
 NODES = [SSENLoader, SSENReferenceSR, SSENOffsetMap]

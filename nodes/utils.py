@@ -8,7 +8,7 @@ from pathlib import Path
 
 import folder_paths
 
-from ..core import colorfix, download, image as core_image
+from ..core import colorfix, download
 from . import common
 
 
@@ -37,10 +37,7 @@ class ARColorFix(io.ComfyNode):
     def execute(cls, image, reference, method="wavelet") -> io.NodeOutput:
         x, alpha = common.image_to_bchw(image)
         ref, _ = common.image_to_bchw(reference)
-        ref = common.broadcast_batch(ref, x.shape[0], "reference")
-        ref = core_image.resize(ref, x.shape[-2:], mode="bicubic", antialias=True, clamp=True)
-        out = colorfix.color_fix(x, ref, method)
-        return io.NodeOutput(common.bchw_to_image(out, alpha))
+        return io.NodeOutput(common.bchw_to_image(colorfix.color_fix_to(x, ref, method), alpha))
 
 
 class ARDownloadModel(io.ComfyNode):

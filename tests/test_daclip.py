@@ -18,7 +18,6 @@ from aware_restore.core.daclip import (
     DEGRADATIONS,
     TORCH_TOLERANCE,
     DaclipEmbeds,
-    DaclipLoadError,
     build_daclip,
     classify,
     convert,
@@ -31,6 +30,7 @@ from aware_restore.core.daclip import (
     probabilities,
 )
 from aware_restore.core.daclip.load import inference_state_dict
+from aware_restore.core.errors import StrictLoadError
 from aware_restore.core.registry import WrongModelError
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -216,11 +216,11 @@ def test_wrong_file_is_refused_naming_daclip(tmp_path):
 def test_broken_daclip_file_gives_a_clear_error():
     sd = inference_state_dict(load_state_dict(SFT))
     del sd["visual_control.transformer.zero_modules.2.weight"]
-    with pytest.raises(DaclipLoadError, match="zero_modules.2.weight"):
+    with pytest.raises(StrictLoadError, match="zero_modules.2.weight"):
         load_daclip(sd)
     sd = inference_state_dict(load_state_dict(SFT))
     sd["visual_control.proj"] = torch.zeros(128, 16)
-    with pytest.raises(DaclipLoadError, match="visual_control.proj"):
+    with pytest.raises(StrictLoadError, match="visual_control.proj"):
         load_daclip(sd)
 
 

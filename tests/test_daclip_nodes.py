@@ -62,9 +62,10 @@ def test_schemas_and_loader_choices(nodes):
 
 
 def test_loader_gives_patcher_payload_and_loads_through_comfy(nodes, tiny):
-    from aware_restore.nodes.daclip import DaclipModel
+    from aware_restore.nodes.common import ModelPayload
 
-    assert isinstance(tiny, DaclipModel) and tiny.config.embed_dim == 32 and tiny.name == "daclip_ViT-B-32.pt"
+    assert isinstance(tiny, ModelPayload) and tiny.arch == "daclip"
+    assert tiny.config.embed_dim == 32 and tiny.name == "daclip_ViT-B-32.pt"
     mm.loaded_calls.clear()
     nodes["DACLIPEncode"].execute(tiny, _image(1, 20, 30))
     assert mm.loaded_calls and mm.loaded_calls[-1]["models"] == [tiny.patcher]

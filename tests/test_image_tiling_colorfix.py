@@ -119,3 +119,42 @@ def test_colorfix_is_batch_safe_and_checks_sizes():
         torch.testing.assert_close(batched[i:i + 1], colorfix.wavelet(a[i:i + 1], b[i:i + 1]))
     with pytest.raises(ValueError, match="same size"):
         colorfix.adain(a, torch.rand(3, 3, 10, 10))
+
+
+def test_oom_retry_halves_the_tile_down_to_the_minimum():
+    from aware_restore.core.tiling import retry_on_oom
+
+    seen = []
+
+    def run(tile):
+        seen.append(tile)
+        if len(seen) < 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return "ok"
+
+    assert retry_on_oom(run, 96, 160, min_tile=32) == "ok"
+    assert seen == [96, 48, 32]
+    seen.clear()
+
+    def fail(exc):
+        def run_(tile):
+            seen.append(tile)
+            raise exc
+        return run_
+
+    with pytest.raises(torch.OutOfMemoryError):  # nothing smaller to try: the error surfaces
+        retry_on_oom(fail(torch.OutOfMemoryError("oom")), None, 24, min_tile=32)
+    assert seen == [None]
+    with pytest.raises(ValueError, match="boom"):  # other errors are not retried
+        retry_on_oom(fail(ValueError("boom")), 96, 128)
+    assert seen == [None, 96]
+
+
+def test_overlap_is_clamped_to_half_the_tile_actually_used():
+    from aware_restore.core.tiling import count_tiles, grid
+
+    # overlap >= tile used to collapse the stride to one pixel (561 tiles for 96x80 at tile 64)
+    assert count_tiles(80, 96, 64, 64) == 4
+    assert count_tiles(1024, 1024, 64, 64) == 31 * 31
+    g = grid(16, 1200, 32, 32, square=True)  # elongated: the tile actually used is 16, its overlap 8
+    assert (g.th, g.tw, g.overlap) == (16, 16, 8) and len(g) == 1 + -(-(1200 - 16) // 8)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from aware_restore.core.checkpoint import meta_state_dict_from_key_list
+from aware_restore.core.errors import ModelLoadError
 from aware_restore.core.irsde import (
     IRSDE,
     ContextMismatchError,
-    IRSDEConfigError,
     UNetConfig,
     build_irsde,
     infer_config,
@@ -122,7 +122,7 @@ def test_wrong_file_names_irsde(tmp_path):
 def test_incomplete_irsde_file_is_a_clear_error():
     sd = _load("irsde_unet_tiny.safetensors")
     del sd["mid_block1.block1.proj.weight"]
-    with pytest.raises(IRSDEConfigError, match="mid_block1.block1.proj.weight"):
+    with pytest.raises(ModelLoadError, match="mid_block1.block1.proj.weight"):
         load_irsde(sd)
 
 

@@ -48,9 +48,9 @@ def test_schemas_and_loader_variants(nodes, universal):
             assert port.tooltip, f"{node_id}.{port.id} has no tooltip"
     options = nodes["IRSDELoader"].GET_SCHEMA().inputs[0].options
     assert {"universal-ir.pth", "wild-ir.pth"} <= set(options)
-    assert (universal.variant, universal.context_dim) == ("universal", 32)
+    assert (universal.config.variant, universal.config.context_dim) == ("universal", 32)
     wild = nodes["IRSDELoader"].execute("wild-ir.pth").args[0]
-    assert (wild.variant, wild.context_dim) == ("wild", 32)
+    assert (wild.config.variant, wild.config.context_dim) == ("wild", 32)
 
 
 def test_loader_wrong_file_names_irsde_and_folder(nodes, comfy_env):

@@ -118,11 +118,15 @@ def test_missing_model_error_names_model_and_folders(comfy_env):
 def test_adapter_wraps_loads_and_reports_progress(comfy_env):
     from aware_restore.nodes import common
 
+    from aware_restore.core.arch import ModelDescriptor
+
     module = torch.nn.Linear(3, 3)
-    patcher = common.wrap_model(module)
+    payload = common.wrap(ModelDescriptor(module, "test", "a test model", None), "test.safetensors")
+    other = common.wrap(ModelDescriptor(torch.nn.Linear(2, 2), "test", "another", None), "other.safetensors")
     mm.loaded_calls.clear()
-    assert common.load_model(patcher, memory_required=123) is module
-    assert mm.loaded_calls[-1]["models"] == [patcher] and mm.loaded_calls[-1]["memory_required"] == 123
+    assert common.load_models((payload, 123), (other, 7)) == [module, other.patcher.model]
+    assert mm.loaded_calls[-1]["models"] == [payload.patcher, other.patcher]  # one call: neither evicts the other
+    assert mm.loaded_calls[-1]["memory_required"] == 130
     assert common.compute_dtype() == torch.float32  # CPU
     comfy.utils.updates.clear()
     progress = common.progress_callback(4)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from aware_restore.core.errors import StrictLoadError
 from safetensors.torch import load_file
 
 from aware_restore.core.checkpoint import load_state_dict, meta_state_dict_from_key_list, read_metadata
@@ -160,7 +161,7 @@ def test_legacy_prefix_unused_keys_and_strictness(models, io):
         assert torch.equal(load_tagger(legacy)(io["pixel_values"])[0], ref)
     broken = dict(sd)
     del broken["fc.bias"]
-    with pytest.raises(RuntimeError, match="fc.bias"):
+    with pytest.raises(StrictLoadError, match="fc.bias"):
         load_tagger(broken)
     del broken["wordvec_proj.weight"]
     with pytest.raises(ValueError, match="wordvec_proj.weight' is missing"):
@@ -190,8 +191,13 @@ def test_convert_fp16_safetensors(tmp_path, models, image, meta):
     probs, _ = model.predict(image)
     ref, _ = models["dape"].predict(image)
     assert (probs - ref).abs().max() < 5e-3  # merged weights rounded to fp16
-    with pytest.raises(ValueError, match="already has a DAPE"):
-        load_tagger(merged, DAPE)
+    # loading: a DAPE given again for a merged file is skipped (logged, reported in the descriptor)
+    from aware_restore.core.ram.load import DapeAlreadyMergedError, load_tagger_descriptor
+    again = load_tagger_descriptor(merged, DAPE)
+    assert again.extra["dape_skipped"] and again.model.dape_merged
+    assert torch.equal(again.model.predict(image)[0], probs)
+    with pytest.raises(DapeAlreadyMergedError, match="already has a DAPE"):  # converting twice is refused
+        convert(merged, tmp_path / "twice.safetensors", dape=DAPE)
     with pytest.raises(ValueError, match=".safetensors"):
         convert(RAM, tmp_path / "x.pth")
 

@@ -58,9 +58,10 @@ def test_schema_defaults_and_types(nodes, comfy_env):
 
 
 def test_loader_merges_dape(loaded):
-    assert loaded["dape"].dape_merged and not loaded["ram"].dape_merged
+    dape, ram = loaded["dape"].descriptor, loaded["ram"].descriptor
+    assert dape.extra["dape_merged"] and not ram.extra["dape_merged"]
     assert isinstance(loaded["dape"].patcher.model, Tagger)
-    assert loaded["dape"].dape_name == "DAPE.pth" and loaded["ram"].dape_name is None
+    assert dape.extra["dape_file"] == "DAPE.pth" and ram.extra["dape_file"] is None
 
 
 @pytest.mark.parametrize("which", ["dape", "ram"])

@@ -11,7 +11,6 @@ import torch
 from aware_restore.core.checkpoint import meta_state_dict_from_key_list
 from aware_restore.core.seesr import (
     SamplerOptions,
-    SeeSRLoadError,
     build_controlnet,
     build_unet,
     gaussian_weights,
@@ -23,8 +22,8 @@ from aware_restore.core.seesr import (
     rca_of,
     tile_origins,
 )
-from aware_restore.core.seesr.load import load_into
-from aware_restore.core.seesr.rca import MissingImageStatesError
+from aware_restore.core.arch import strict_load
+from aware_restore.core.errors import MissingImageStatesError, ModelLoadError
 from aware_restore.core.seesr.sampler import Conditioning
 from aware_restore.core.seesr.schedule import sd2_scheduler_config
 from safetensors.torch import load_file, save_file
@@ -107,7 +106,7 @@ def test_real_size_key_lists_load_on_meta():
         own = model.state_dict()
         assert set(own) == set(sd)
         assert all(tuple(own[k].shape) == tuple(sd[k].shape) for k in sd)
-        load_into(model, sd, keys)  # strict
+        strict_load(model, sd, source=keys, title="SeeSR")
         assert sum(".image_attentions." in k for k in sd) == (416 if n_rca == 16 else 7 * 26)
 
 
@@ -120,7 +119,7 @@ def test_strict_loading_errors(tmp_path):
     cfg = json.loads((root / "unet" / "config.json").read_text())
     cfg.pop("use_image_cross_attention")
     (root / "unet" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(SeeSRLoadError, match="use_image_cross_attention"):
+    with pytest.raises(ModelLoadError, match="use_image_cross_attention"):
         load_seesr(root)
     cfg["use_image_cross_attention"] = True
     (root / "unet" / "config.json").write_text(json.dumps(cfg))
@@ -128,9 +127,9 @@ def test_strict_loading_errors(tmp_path):
     sd = load_file(str(root / "controlnet" / "diffusion_pytorch_model.safetensors"))
     sd.pop("mid_block.image_attentions.0.proj_out.bias")
     save_file(sd, str(root / "controlnet" / "diffusion_pytorch_model.safetensors"))
-    with pytest.raises(SeeSRLoadError, match="1 missing"):
+    with pytest.raises(ModelLoadError, match="1 missing"):
         load_seesr(root)
-    with pytest.raises(SeeSRLoadError, match="'unet' and 'controlnet'"):
+    with pytest.raises(ModelLoadError, match="'unet' and 'controlnet'"):
         load_seesr(tmp_path / "seesr" / "unet")
 
 

@@ -52,9 +52,12 @@ def test_schemas(nodes, comfy_env):
 def test_loader_and_errors(nodes, parts):
     seesr, _ = nodes
     model = parts["model"]
-    assert isinstance(model, seesr.SeeSRModel)
+    from aware_restore.core.seesr import SeeSRPair
+    from aware_restore.nodes.common import ModelPayload
+
+    assert isinstance(model, ModelPayload) and model.arch == "seesr"
     pair = model.patcher.model
-    assert isinstance(pair, seesr.SeeSRPair)
+    assert isinstance(pair, SeeSRPair)
     assert sum(".image_attentions." in k for k in pair.state_dict()) == 104 + 52
     with pytest.raises(FileNotFoundError, match="searched"):
         seesr.SeeSRLoader.execute("nope", "fp32")
@@ -127,34 +130,3 @@ def test_upscale_node(nodes, parts):
     assert tuple(out.shape) == (1, 96, 128, 3)
     assert 0 <= float(out.min()) and float(out.max()) <= 1
     assert isinstance(parts["embeds"], DapeEmbeds)
-
-
-def test_oom_retry_halves_the_tile(nodes):
-    from aware_restore.core.seesr import SamplerOptions
-
-    seesr, _ = nodes
-    seen = []
-
-    def run(opts):
-        seen.append((opts.tile_size, opts.tile_overlap))
-        if len(seen) < 3:
-            raise comfy.model_management.OOM_EXCEPTION("CUDA out of memory (simulated)")
-        return "ok"
-
-    assert seesr._retry_on_oom(run, SamplerOptions(tile_size=96, tile_overlap=32), (128, 160)) == "ok"
-    assert seen == [(96, 32), (48, 16), (32, 10)]
-    seen.clear()
-
-    def fail(exc):
-        def run_(opts):
-            seen.append(opts.tile_size)
-            raise exc
-        return run_
-
-    with pytest.raises(comfy.model_management.OOM_EXCEPTION):  # nothing smaller to try: the error surfaces
-        seesr._retry_on_oom(fail(comfy.model_management.OOM_EXCEPTION("oom")), SamplerOptions(tile_size=None),
-                            (24, 32))
-    assert seen == [None]
-    with pytest.raises(ValueError, match="boom"):  # other errors are not retried
-        seesr._retry_on_oom(fail(ValueError("boom")), SamplerOptions(), (128, 128))
-    assert seen == [None, 96]

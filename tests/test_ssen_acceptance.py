@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from aware_restore.core.ssen import load_ssen
-from aware_restore.core.ssen.data import bicubic_down, builtin_photos
-from aware_restore.core.ssen.metrics import psnr_y
+from aware_restore.training.ssen.data import bicubic_down, builtin_photos
+from aware_restore.training.ssen.metrics import psnr_y
 
 # (image, top, left) of 128×128 HR crops (LR 32×32); motorcycle rows are relative to row 300
 CROPS = (("astronaut", 40, 150), ("astronaut", 300, 300), ("motorcycle_left_bottom", 24, 200),

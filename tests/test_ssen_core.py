@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from aware_restore.core.errors import StrictLoadError
 
 from aware_restore.core.checkpoint import read_metadata, save_safetensors
 from aware_restore.core.registry import WrongModelError, detect_family
@@ -91,7 +92,7 @@ def test_load_rejects_wrong_or_damaged_checkpoints(tmp_path):
         load_ssen(other)
     damaged = dict(sd)
     damaged.pop("ssen.dcns.0.bias")
-    with pytest.raises(RuntimeError, match="Missing key"):
+    with pytest.raises(StrictLoadError, match="1 missing.*ssen.dcns.0.bias"):
         load_ssen(damaged)
 
 

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from aware_restore.core.ssen import load_ssen
-from aware_restore.core.ssen.data import builtin_photos, folder_samples
-from aware_restore.core.ssen.metrics import psnr_y, ssim_y
-from aware_restore.core.ssen.train import Batcher, TrainOptions
+from aware_restore.training.ssen.data import builtin_photos, folder_samples
+from aware_restore.training.ssen.metrics import psnr_y, ssim_y
+from aware_restore.training.ssen.train import Batcher, TrainOptions
 
 
 def _folder(tmp_path):

@@ -11,31 +11,37 @@ Library API::
 
 from .classify import (
     DEGRADATIONS,
+    Classification,
     classify,
+    classify_report,
+    degradation_from_text,
     encode_images,
     logits,
     parse_labels,
     probabilities,
     text_features,
 )
-from .config import DaclipConfig, DaclipConfigError, infer_config
+from .config import DaclipConfig, infer_config
 from .embeds import DaclipEmbeds
-from .load import DaclipLoadError, convert, inference_state_dict, load_daclip
+from .arch import ARCH
+from .load import convert, inference_state_dict, load_daclip
 from .model import DaCLIP, build_daclip
 from .preprocess import OPENAI_MEAN, OPENAI_STD, TORCH_TOLERANCE, preprocess
 
 __all__ = [
+    "ARCH",
     "DEGRADATIONS",
+    "Classification",
     "OPENAI_MEAN",
     "OPENAI_STD",
     "TORCH_TOLERANCE",
     "DaCLIP",
     "DaclipConfig",
-    "DaclipConfigError",
     "DaclipEmbeds",
-    "DaclipLoadError",
     "build_daclip",
     "classify",
+    "classify_report",
+    "degradation_from_text",
     "convert",
     "encode_images",
     "infer_config",

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import torch
 
+from ..errors import ConfigError
+from ..shapes import count_blocks, shape
+
 HEAD_WIDTH = 64
-
-
-class DaclipConfigError(ValueError):
-    """The state dict does not describe a DA-CLIP model this code can build."""
+FAMILY = "DA-CLIP"
 
 
 @dataclass(frozen=True)
@@ -59,56 +58,39 @@ class DaclipConfig:
         return cls(**json.loads(text))
 
 
-def _count_blocks(keys: frozenset[str], prefix: str) -> int:
-    pat = re.compile(re.escape(prefix) + r"(\d+)\.")
-    idx = {int(m.group(1)) for k in keys if (m := pat.match(k))}
-    if not idx:
-        return 0
-    if idx != set(range(max(idx) + 1)):
-        raise DaclipConfigError(f"transformer blocks under '{prefix}' are not numbered 0..N-1: {sorted(idx)}")
-    return len(idx)
-
-
-def _shape(sd: Mapping[str, torch.Tensor], key: str, ndim: int) -> tuple[int, ...]:
-    if key not in sd:
-        raise DaclipConfigError(f"not a DA-CLIP state dict: missing '{key}'")
-    shape = tuple(sd[key].shape)
-    if len(shape) != ndim:
-        raise DaclipConfigError(f"'{key}' has shape {list(shape)}; expected {ndim} dimensions")
-    return shape
 
 
 def infer_config(sd: Mapping[str, torch.Tensor]) -> DaclipConfig:
     """Read every hyper-parameter from the shapes of a (filtered) DA-CLIP state dict."""
     keys = frozenset(sd)
-    width, in_ch, patch, patch_w = _shape(sd, "clip.visual.conv1.weight", 4)
+    width, in_ch, patch, patch_w = shape(sd, "clip.visual.conv1.weight", 4)
     if in_ch != 3 or patch != patch_w:
-        raise DaclipConfigError(f"clip.visual.conv1.weight {[width, in_ch, patch, patch_w]}: expected "
+        raise ConfigError(f"clip.visual.conv1.weight {[width, in_ch, patch, patch_w]}: expected "
                                 "[width, 3, patch, patch]")
-    tokens, pos_w = _shape(sd, "clip.visual.positional_embedding", 2)
+    tokens, pos_w = shape(sd, "clip.visual.positional_embedding", 2)
     grid = math.isqrt(tokens - 1)
     if grid * grid != tokens - 1 or pos_w != width:
-        raise DaclipConfigError(f"clip.visual.positional_embedding {[tokens, pos_w]} does not fit a square grid "
+        raise ConfigError(f"clip.visual.positional_embedding {[tokens, pos_w]} does not fit a square grid "
                                 f"of width {width}")
-    proj_in, embed_dim = _shape(sd, "clip.visual.proj", 2)
-    context_length, text_width = _shape(sd, "clip.positional_embedding", 2)
-    vocab_size, tok_w = _shape(sd, "clip.token_embedding.weight", 2)
-    text_in, text_embed = _shape(sd, "clip.text_projection", 2)
+    proj_in, embed_dim = shape(sd, "clip.visual.proj", 2)
+    context_length, text_width = shape(sd, "clip.positional_embedding", 2)
+    vocab_size, tok_w = shape(sd, "clip.token_embedding.weight", 2)
+    text_in, text_embed = shape(sd, "clip.text_projection", 2)
     if proj_in != width or tok_w != text_width or text_in != text_width or text_embed != embed_dim:
-        raise DaclipConfigError(
+        raise ConfigError(
             f"inconsistent tower widths: vision {width} -> proj {[proj_in, embed_dim]}, text {text_width} -> "
             f"projection {[text_in, text_embed]}, token embedding width {tok_w}")
-    v_layers = _count_blocks(keys, "clip.visual.transformer.resblocks.")
-    t_layers = _count_blocks(keys, "clip.transformer.resblocks.")
-    c_layers = _count_blocks(keys, "visual_control.transformer.transformer.resblocks.")
-    z_layers = _count_blocks(keys, "visual_control.transformer.zero_modules.")
+    v_layers = count_blocks(keys, "clip.visual.transformer.resblocks.")
+    t_layers = count_blocks(keys, "clip.transformer.resblocks.")
+    c_layers = count_blocks(keys, "visual_control.transformer.transformer.resblocks.")
+    z_layers = count_blocks(keys, "visual_control.transformer.zero_modules.")
     if not v_layers or not t_layers:
-        raise DaclipConfigError("not a DA-CLIP state dict: no transformer blocks under 'clip.'")
+        raise ConfigError("not a DA-CLIP state dict: no transformer blocks under 'clip.'")
     if c_layers != v_layers or z_layers != v_layers:
-        raise DaclipConfigError(f"the controller has {c_layers} blocks and {z_layers} zero-linears; the vision "
+        raise ConfigError(f"the controller has {c_layers} blocks and {z_layers} zero-linears; the vision "
                                 f"tower has {v_layers} blocks (they must match)")
-    v_mlp = _shape(sd, "clip.visual.transformer.resblocks.0.mlp.c_fc.weight", 2)[0]
-    t_mlp = _shape(sd, "clip.transformer.resblocks.0.mlp.c_fc.weight", 2)[0]
+    v_mlp = shape(sd, "clip.visual.transformer.resblocks.0.mlp.c_fc.weight", 2)[0]
+    t_mlp = shape(sd, "clip.transformer.resblocks.0.mlp.c_fc.weight", 2)[0]
     return DaclipConfig(
         embed_dim=embed_dim, image_size=grid * patch, patch_size=patch, vision_width=width,
         vision_layers=v_layers, vision_mlp_ratio=v_mlp / width, text_width=text_width, text_layers=t_layers,

@@ -11,14 +11,15 @@ from collections.abc import Mapping
 
 import torch
 
-from ..checkpoint import load_state_dict
-from ..registry import require_family
-from .restore import SAMPLERS, ContextMismatchError, check_context, embeddings, pairing_hint, restore, restore_one
+from .. import registry
+from ..errors import ConfigError, ContextMismatchError
+from .arch import ARCH, FOLDER
+from .restore import SAMPLERS, check_context, embeddings, pairing_hint, restore, restore_one
 from .sde import IRSDE
-from .unet import ConditionalUNet, IRSDEConfigError, UNetConfig, infer_config
+from .unet import ConditionalUNet, UNetConfig, infer_config
 
 __all__ = [
-    "IRSDE", "SAMPLERS", "ConditionalUNet", "ContextMismatchError", "IRSDEConfigError", "UNetConfig",
+    "ARCH", "IRSDE", "SAMPLERS", "ConditionalUNet", "ContextMismatchError", "ConfigError", "UNetConfig",
     "build_irsde", "check_context", "embeddings", "infer_config", "load_irsde", "pairing_hint", "restore",
     "restore_one",
 ]
@@ -36,17 +37,4 @@ def load_irsde(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor
 
     Raises ``WrongModelError`` (naming IR-SDE and the ``models/irsde`` folder) for files of another family.
     """
-    source = "<state dict>" if isinstance(path_or_state_dict, Mapping) else str(path_or_state_dict)
-    sd = load_state_dict(path_or_state_dict)
-    require_family(sd, "irsde", source=source)
-    config = infer_config(sd)
-    meta = all(v.is_meta for v in sd.values())
-    net = build_irsde(config, "meta")
-    try:
-        net.load_state_dict(sd, strict=True, assign=True)
-    except RuntimeError as exc:
-        raise IRSDEConfigError(f"'{source}' does not match the IR-SDE network inferred from its shapes "
-                               f"({config}): {exc}") from None
-    if not meta:
-        net = net.to(device=device, dtype=dtype)
-    return net.eval().requires_grad_(False)
+    return registry.load(path_or_state_dict, ARCH.id, dtype=dtype, device=device, folder=FOLDER).model

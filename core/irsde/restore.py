@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 
-from ..image import merge_alpha, split_alpha
+from ..errors import ContextMismatchError
+from ..errors import InputError
+from ..image import match_batch, merge_alpha, split_alpha
 from ..progress import Progress
 from ..tiling import tiled_apply
 from .sde import IRSDE
@@ -32,8 +34,6 @@ DEFAULT_STEPS = 100
 PAIRS = {512: ("universal-ir.pth", "daclip_ViT-B-32.pt"), 768: ("wild-ir.pth", "wild-daclip_ViT-L-14.pt")}
 
 
-class ContextMismatchError(ValueError):
-    """The DA-CLIP embeddings do not have the width the IR-SDE network was trained with."""
 
 
 def pairing_hint() -> str:
@@ -53,7 +53,7 @@ def check_context(network: ConditionalUNet, width: int) -> None:
 def embeddings(daclip: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(clean, degradation) ``[B or 1, D]`` float32 on the CPU from a DA-CLIP model or a DaclipEmbeds."""
     if daclip is None:
-        raise ValueError("IR-SDE restoration needs DA-CLIP embeddings: give a DA-CLIP model or DaclipEmbeds")
+        raise InputError("IR-SDE restoration needs DA-CLIP embeddings: give a DA-CLIP model or DaclipEmbeds")
     if hasattr(daclip, "clean") and hasattr(daclip, "degradation"):
         clean, degra = daclip.clean, daclip.degradation
     elif hasattr(daclip, "encode_image"):
@@ -62,17 +62,11 @@ def embeddings(daclip: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.T
         emb = encode_images(daclip, images.float())
         clean, degra = emb.clean, emb.degradation
     else:
-        raise TypeError(f"expected a DA-CLIP model or DaclipEmbeds, got {type(daclip).__name__}")
+        raise InputError(f"expected a DA-CLIP model or DaclipEmbeds, got {type(daclip).__name__}")
     clean, degra = clean.detach().float().cpu(), degra.detach().float().cpu()
     if clean.ndim == 1:
         clean, degra = clean[None], degra[None]
     return clean, degra
-
-
-def _per_image(x: torch.Tensor, batch: int, what: str) -> torch.Tensor:
-    if x.shape[0] in (1, batch):
-        return x
-    raise ValueError(f"got {x.shape[0]} {what} embeddings for {batch} images; give one for all or one per image")
 
 
 def _seed(seed: int, index: int) -> int:
@@ -119,19 +113,27 @@ def restore(network: ConditionalUNet, daclip: Any, images: torch.Tensor, steps: 
     """
     sde = sde or IRSDE()
     if steps != sde.T:
-        raise ValueError(f"IR-SDE restoration runs all {sde.T} steps of the schedule the networks were trained "
+        raise InputError(f"IR-SDE restoration runs all {sde.T} steps of the schedule the networks were trained "
                          f"with; steps={steps} is not supported")
     if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+        raise InputError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     if tile is not None and tile and tile < 32:
-        raise ValueError(f"tile must be at least 32 pixels (or 0/None for no tiling), got {tile}")
+        raise InputError(f"tile must be at least 32 pixels (or 0/None for no tiling), got {tile}")
+    if daclip is None:
+        raise InputError("IR-SDE restoration needs DA-CLIP conditioning: connect a DA-CLIP model ('daclip_model', "
+                         "it embeds the images) or DA-CLIP embeddings ('daclip_embeds', from 'DA-CLIP Encode'). "
+                         f"Pairs: {pairing_hint()}.")
     rgb, alpha = split_alpha(images)
     batch = rgb.shape[0]
+    width = getattr(getattr(daclip, "config", None), "embed_dim", None)
+    if isinstance(width, int):
+        check_context(network, width)  # before spending time on the DA-CLIP encode
     clean, degra = embeddings(daclip, rgb)
     check_context(network, int(clean.shape[-1]))
     if network.config.use_degra_context:
         check_context(network, int(degra.shape[-1]))
-    clean, degra = _per_image(clean, batch, "clean"), _per_image(degra, batch, "degradation")
+    clean = match_batch(clean, batch, "clean DA-CLIP embedding", expand=False)
+    degra = match_batch(degra, batch, "degradation DA-CLIP embedding", expand=False)
 
     total = batch * sde.T
     outs = []

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from ..image import pad_to_multiple
 
 HEAD_CHANNELS = 32  # the official code fixes 32 channels per attention head
@@ -342,8 +343,6 @@ class ConditionalUNet(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------- inference
-class IRSDEConfigError(ValueError):
-    """The state dict does not describe a ConditionalUNet this code can build."""
 
 
 def infer_config(sd: Mapping[str, torch.Tensor]) -> UNetConfig:
@@ -353,12 +352,12 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> UNetConfig:
         nf = int(init.shape[0])
         levels = sorted({int(m.group(1)) for k in sd if (m := re.match(r"downs\.(\d+)\.", k))})
         if not levels or levels != list(range(len(levels))):
-            raise IRSDEConfigError(f"unexpected U-Net levels {levels}")
+            raise ConfigError(f"unexpected U-Net levels {levels}")
         ch_mult = []
         for i in levels:
             d_out = int(sd[f"downs.{i}.3.weight"].shape[0])
             if d_out % nf:
-                raise IRSDEConfigError(f"level {i} has {d_out} channels, not a multiple of nf={nf}")
+                raise ConfigError(f"level {i} has {d_out} channels, not a multiple of nf={nf}")
             ch_mult.append(d_out // nf)
         to_k = [v for k, v in sd.items() if k.endswith("attn2.to_k.weight")]
         use_image_context = bool(to_k)
@@ -373,4 +372,4 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> UNetConfig:
                           ch_mult=tuple(ch_mult), context_dim=context_dim, use_degra_context=use_degra_context,
                           use_image_context=use_image_context, scale=0.5 if "downsample.weight" in sd else 1.0)
     except KeyError as exc:
-        raise IRSDEConfigError(f"the IR-SDE state dict lacks the tensor {exc}") from None
+        raise ConfigError(f"the IR-SDE state dict lacks the tensor {exc}") from None

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from .embeds import DapeEmbeds
-from .load import build_tagger, convert, inference_state_dict, load_tagger
-from .model import RamConfig, Tagger, preprocess
+from .arch import CHUNK, DAPE, RAM
+from .load import build_tagger, convert, inference_state_dict, load_tagger, load_tagger_descriptor
+from .model import RamConfig, Tagger, preprocess, tag_images
 from .swin import SwinConfig
 
-__all__ = ["DapeEmbeds", "RamConfig", "SwinConfig", "Tagger", "build_tagger", "convert", "inference_state_dict",
-           "load_tagger", "preprocess"]
+__all__ = ["CHUNK", "DAPE", "RAM", "DapeEmbeds", "RamConfig", "SwinConfig", "Tagger", "build_tagger", "convert",
+           "inference_state_dict", "load_tagger", "load_tagger_descriptor", "preprocess", "tag_images"]

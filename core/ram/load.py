@@ -20,9 +20,12 @@ from pathlib import Path
 
 import torch
 
+from .. import registry
+from ..arch import ModelDescriptor
 from ..checkpoint import SAFETENSORS_SUFFIXES, load_state_dict, read_metadata, save_safetensors
-from ..registry import WrongModelError, describe, require_family
-from .model import RamConfig, Tagger
+from ..errors import InputError, WrongModelError
+from .arch import DAPE, FOLDER, LORA_SUFFIXES, RAM, RECOMPUTED_BUFFERS, UNUSED_PREFIXES, is_lora_only
+from .model import Tagger
 from .swin import SwinConfig
 
 log = logging.getLogger(__name__)
@@ -30,22 +33,15 @@ log = logging.getLogger(__name__)
 StateDict = dict[str, torch.Tensor]
 Source = str | os.PathLike | Mapping[str, torch.Tensor]
 
-UNUSED_PREFIXES = ("tag_encoder.", "text_decoder.")
-RECOMPUTED_BUFFERS = (".relative_position_index", ".attn_mask")
-LORA_SUFFIXES = (".lora_A", ".lora_B")
 RAM_FILE, DAPE_FILE = "ram_swin_large_14m.pth", "DAPE.pth"
+
+
+class DapeAlreadyMergedError(InputError):
+    """A DAPE LoRA was given for a converted RAM file that already has DAPE merged."""
 
 
 def _name(src: Source) -> str:
     return str(src) if not isinstance(src, Mapping) else "<state dict>"
-
-
-def _read(src: Source) -> StateDict:
-    return load_state_dict(src)
-
-
-def _is_lora_only(sd: Mapping[str, torch.Tensor]) -> bool:
-    return bool(sd) and all(k.endswith(LORA_SUFFIXES) for k in sd)
 
 
 def split_ram(sd: Mapping[str, torch.Tensor]) -> tuple[StateDict, StateDict, list[str]]:
@@ -66,25 +62,33 @@ def split_ram(sd: Mapping[str, torch.Tensor]) -> tuple[StateDict, StateDict, lis
 
 
 def check_ram(sd: Mapping[str, torch.Tensor], source: str) -> None:
-    if _is_lora_only(sd):
+    if is_lora_only(sd):
         raise WrongModelError(
             f"'{source}' is a DAPE LoRA file (only LoRA tensors): it cannot be used alone. Load the base RAM "
             f"checkpoint ({RAM_FILE}) as the RAM model and give this file as the optional DAPE LoRA.")
-    require_family(sd, "ram", source=source)
+    registry.require(sd, RAM.id, source=source, folder=FOLDER)
+
+
+def lora_pairs(lora: Mapping[str, torch.Tensor], source: str = "<DAPE>") -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """``(base, A, B)`` for every LoRA pair; a half pair is an error."""
+    bases = sorted({k[: -len(".lora_A")] for k in lora if k.endswith(LORA_SUFFIXES)})
+    out = []
+    for base in bases:
+        a, b = lora.get(base + ".lora_A"), lora.get(base + ".lora_B")
+        if a is None or b is None:
+            raise WrongModelError(f"'{source}': LoRA '{base}' lacks its lora_A or lora_B tensor")
+        out.append((base, a, b))
+    return out
 
 
 def merge_lora(weights: StateDict, lora: Mapping[str, torch.Tensor], source: str = "<DAPE>") -> StateDict:
     """Return ``weights`` with every LoRA pair merged (float32 arithmetic, result in the base dtype)."""
     out = dict(weights)
-    bases = sorted({k[: -len(".lora_A")] for k in lora if k.endswith(LORA_SUFFIXES)})
     merged = 0
-    for base in bases:
+    for base, a, b in lora_pairs(lora, source):
         if base.startswith(UNUSED_PREFIXES):
             continue
-        a, b = lora.get(base + ".lora_A"), lora.get(base + ".lora_B")
         wkey = base + ".weight"
-        if a is None or b is None:
-            raise WrongModelError(f"'{source}': LoRA '{base}' lacks its lora_A or lora_B tensor")
         if wkey not in out:
             raise WrongModelError(f"'{source}': LoRA for '{base}' has no matching weight in the RAM model; "
                                   f"is the DAPE file for this RAM checkpoint?")
@@ -114,67 +118,87 @@ def merge_lora(weights: StateDict, lora: Mapping[str, torch.Tensor], source: str
     return out
 
 
-def inference_state_dict(ram: Source, dape: Source | None = None, dtype: torch.dtype | None = torch.float32,
-                         ) -> tuple[StateDict, dict[str, str]]:
-    """The merged inference state dict (official key names) and a little provenance metadata."""
-    ram_name = _name(ram)
-    sd = _read(ram)
-    check_ram(sd, ram_name)
+def _read_ram(ram: Source) -> tuple[StateDict, dict[str, str], str]:
+    name = _name(ram)
+    sd = load_state_dict(ram)
+    check_ram(sd, name)
     meta: dict[str, str] = {}
     if not isinstance(ram, Mapping) and Path(ram).suffix.lower() in SAFETENSORS_SUFFIXES:
         meta = read_metadata(ram)
-    image_size = meta.get("image_size")
-    if image_size is None:
-        try:
-            image_size = SwinConfig.from_state_dict(sd, "visual_encoder.").image_size
-        except (KeyError, ValueError):  # reported with a clear message by build_tagger
-            image_size = 384
-    weights, lora, ignored = split_ram(sd)
-    if ignored:
-        log.debug("RAM %s: ignored %d keys not used for tagging (e.g. %s)", ram_name, len(ignored), ignored[0])
-    if dtype is not None:
-        weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
-    if lora:  # a SeeSR RAMLora state dict saved whole: its LoRA tensors are merged like DAPE's
-        weights = merge_lora(weights, lora, ram_name)
-    merged = meta.get("dape_merged") == "true"
-    if dape is not None:
-        dape_name = _name(dape)
-        if merged:
-            raise ValueError(f"'{ram_name}' already has a DAPE LoRA merged (converted file); do not give "
-                             f"'{dape_name}' again.")
-        dsd = _read(dape)
-        if not _is_lora_only(dsd):
-            raise WrongModelError(
-                f"'{dape_name}' is not a DAPE LoRA file ({DAPE_FILE} holds only lora_A/lora_B tensors): it looks "
-                f"like {describe(dsd)}. Give the RAM checkpoint as the RAM model and {DAPE_FILE} as the DAPE file.")
-        weights = merge_lora(weights, dsd, dape_name)
-        merged = True
-    return weights, {"family": "ram", "dape_merged": "true" if merged else "false", "image_size": str(image_size)}
+    return sd, meta, name
 
 
-def build_tagger(weights: Mapping[str, torch.Tensor], image_size: int | None = None) -> Tagger:
-    """Build a ``Tagger`` whose hyper-parameters come from the tensor shapes and load ``weights`` strictly
-    (assigning the tensors, so meta-device state dicts work too). ``image_size``: the input side (RAM: 384;
-    shapes cannot show it, a stored ``attn_mask`` buffer can)."""
+def _image_size(sd: Mapping[str, torch.Tensor], meta: Mapping[str, str]) -> int:
+    if "image_size" in meta:
+        return int(meta["image_size"])
     try:
-        cfg = RamConfig.from_state_dict(weights, image_size)
-    except KeyError as exc:
-        raise ValueError(f"incomplete RAM checkpoint: tensor {exc} is missing") from None
-    with torch.device("meta"):
-        model = Tagger(cfg)
-    model.load_state_dict(dict(weights), strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+        return SwinConfig.from_state_dict(sd, "visual_encoder.").image_size
+    except (KeyError, ValueError):  # reported with a clear message when the model is built
+        return 384
+
+
+def _read_dape(dape: Source) -> StateDict:
+    dsd = load_state_dict(dape)
+    if not is_lora_only(dsd):
+        raise WrongModelError(
+            f"'{_name(dape)}' is not a DAPE LoRA file ({DAPE_FILE} holds only lora_A/lora_B tensors): it looks "
+            f"like {registry.describe(dsd)}. Give the RAM checkpoint as the RAM model and {DAPE_FILE} as the DAPE "
+            "file.")
+    return dsd
+
+
+def load_tagger_descriptor(ram: Source, dape: Source | None = None, dtype: torch.dtype = torch.float32,
+                           device: torch.device | str | None = None) -> ModelDescriptor:
+    """Load RAM (``ram_swin_large_14m.pth`` or a converted .safetensors) with a DAPE LoRA merged if given.
+
+    A converted file that already has DAPE merged ignores ``dape`` (logged; ``extra['dape_skipped']``)."""
+    sd, meta, name = _read_ram(ram)
+    already = meta.get("dape_merged") == "true"
+    skipped = False
+    if dape is not None and already:
+        log.info("%s already has a DAPE LoRA merged; %s is not applied again", name, _name(dape))
+        dape, skipped = None, True
+    lora = None if dape is None else _read_dape(dape)
+    desc = RAM.load(sd, dtype=dtype, device=device or "cpu", source=name, dape=lora,
+                    dape_source=_name(dape) if dape is not None else "<DAPE>", image_size=_image_size(sd, meta))
+    desc.model.dape_merged = desc.model.dape_merged or already
+    desc.extra.update(dape_merged=desc.model.dape_merged, dape_skipped=skipped,
+                      dape_file=None if dape is None else Path(_name(dape)).name)
+    return desc
 
 
 def load_tagger(ram_path_or_sd: Source, dape_path_or_sd: Source | None = None,
                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tagger:
-    """Load RAM (``ram_swin_large_14m.pth`` or a converted .safetensors) with DAPE LoRA merged if given."""
-    weights, meta = inference_state_dict(ram_path_or_sd, dape_path_or_sd, dtype)
-    model = build_tagger(weights, int(meta["image_size"]))
-    model.dape_merged = meta["dape_merged"] == "true"
-    if device is not None:
-        model.to(device)
-    return model
+    """:func:`load_tagger_descriptor`, returning the ``Tagger`` module."""
+    return load_tagger_descriptor(ram_path_or_sd, dape_path_or_sd, dtype, device).model
+
+
+def build_tagger(weights: Mapping[str, torch.Tensor], image_size: int | None = None) -> Tagger:
+    """A ``Tagger`` whose hyper-parameters come from the tensor shapes, ``weights`` loaded strictly (assigning
+    the tensors, so meta-device state dicts work too)."""
+    return RAM.load(weights, dtype=None, image_size=image_size).model
+
+
+def inference_state_dict(ram: Source, dape: Source | None = None, dtype: torch.dtype | None = torch.float32,
+                         ) -> tuple[StateDict, dict[str, str]]:
+    """The merged inference state dict (official key names) and a little provenance metadata."""
+    sd, meta, name = _read_ram(ram)
+    image_size = _image_size(sd, meta)
+    weights, lora, ignored = split_ram(sd)
+    if ignored:
+        log.debug("RAM %s: ignored %d keys not used for tagging (e.g. %s)", name, len(ignored), ignored[0])
+    if dtype is not None:
+        weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
+    if lora:
+        weights = merge_lora(weights, lora, name)
+    merged = meta.get("dape_merged") == "true"
+    if dape is not None:
+        if merged:
+            raise DapeAlreadyMergedError(f"'{name}' already has a DAPE LoRA merged (converted file); do not give "
+                                         f"'{_name(dape)}' again.")
+        weights = merge_lora(weights, _read_dape(dape), _name(dape))
+        merged = True
+    return weights, {"family": "ram", "dape_merged": "true" if merged else "false", "image_size": str(image_size)}
 
 
 def convert(ram: Source, output: str | os.PathLike, dape: Source | None = None,
@@ -182,9 +206,13 @@ def convert(ram: Source, output: str | os.PathLike, dape: Source | None = None,
     """Write the inference subset (DAPE merged when given) as safetensors (fp16 by default, ≈425 MB)."""
     output = Path(output)
     if output.suffix != ".safetensors":
-        raise ValueError(f"the converted file must end in .safetensors, got '{output}'")
+        raise InputError(f"the converted file must end in .safetensors, got '{output}'")
     weights, meta = inference_state_dict(ram, dape, torch.float32)
     meta["source"] = Path(_name(ram)).name
     if dape is not None:
         meta["dape_source"] = Path(_name(dape)).name
     return save_safetensors(weights, output, metadata=meta, dtype=dtype)
+
+
+__all__ = ["DAPE", "DAPE_FILE", "RAM", "RAM_FILE", "DapeAlreadyMergedError", "build_tagger", "check_ram", "convert",
+           "inference_state_dict", "load_tagger", "load_tagger_descriptor", "merge_lora", "split_ram"]

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -14,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError, InputError
+from ..shapes import count_blocks, dim, shape
 from . import tags as tagmod
 from .embeds import DapeEmbeds
 from .swin import SwinConfig, SwinTransformer
@@ -37,17 +38,17 @@ class RamConfig:
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, torch.Tensor], image_size: int | None = None) -> RamConfig:
         swin = SwinConfig.from_state_dict(sd, "visual_encoder.", image_size)
-        layers = {int(m.group(1)) for k in sd if (m := re.match(r"tagging_head\.encoder\.layer\.(\d+)\.", k))}
+        layers = count_blocks(sd, "tagging_head.encoder.layer.", "tagging-head layers")
         if not layers:
-            raise ValueError("no 'tagging_head.encoder.layer.<i>' keys: not a RAM tagging checkpoint")
-        hidden, embed = sd["wordvec_proj.weight"].shape
-        if sd["image_proj.weight"].shape != (embed, swin.out_dim):
-            raise ValueError(f"image_proj {tuple(sd['image_proj.weight'].shape)} does not match the Swin width "
-                             f"{swin.out_dim} and label width {embed}")
-        inter = sd["tagging_head.encoder.layer.0.intermediate.dense.weight"].shape[0]
+            raise ConfigError("no 'tagging_head.encoder.layer.<i>' keys: not a RAM tagging checkpoint")
+        hidden, embed = shape(sd, "wordvec_proj.weight", 2, "RAM")
+        if shape(sd, "image_proj.weight", 2, "RAM") != (embed, swin.out_dim):
+            raise ConfigError(f"image_proj {tuple(sd['image_proj.weight'].shape)} does not match the Swin width "
+                              f"{swin.out_dim} and label width {embed}")
+        inter = dim(sd, "tagging_head.encoder.layer.0.intermediate.dense.weight", 0, "RAM")
         if hidden % HEAD_HEADS:
-            raise ValueError(f"tagging-head width {hidden} is not divisible by {HEAD_HEADS} heads")
-        return cls(swin, int(sd["label_embed"].shape[0]), int(embed), int(hidden), max(layers) + 1, int(inter))
+            raise ConfigError(f"tagging-head width {hidden} is not divisible by {HEAD_HEADS} heads")
+        return cls(swin, dim(sd, "label_embed", 0, "RAM"), int(embed), int(hidden), layers, int(inter))
 
 
 class _Linear(nn.Module):
@@ -232,3 +233,24 @@ class Tagger(nn.Module):
         """Tags and embeddings in one pass, as a ``DapeEmbeds`` payload (embeds float32 on CPU)."""
         probs, embeds = self.predict(images, antialias)
         return DapeEmbeds(embeds.float().cpu(), tuple(self.tags_from_probs(probs, threshold, exclude, max_tags)))
+
+
+def tag_images(tagger: Tagger, images: torch.Tensor, threshold: float | None = None,
+               exclude: str | Iterable[str] | None = (), max_tags: int | None = None, antialias: bool | None = None,
+               chunk: int = 4, progress=None) -> DapeEmbeds:
+    """Tags and embeddings of every image of ``images`` ``[B,3,H,W]``, ``chunk`` images per network call;
+    ``progress(done, B)`` after each chunk. The one batching rule for every front end."""
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise InputError(f"tagging needs an image batch [B,3,H,W] with B >= 1; got {tuple(images.shape)}")
+    n = images.shape[0]
+    chunk = max(1, int(chunk))
+    tags: list[str] = []
+    embeds: list[torch.Tensor] = []
+    for start in range(0, n, chunk):
+        part = tagger.run(images[start:start + chunk], threshold=threshold, exclude=exclude, max_tags=max_tags,
+                          antialias=antialias)
+        tags += part.tags
+        embeds.append(part.embeds)
+        if progress is not None:
+            progress(min(start + chunk, n), n)
+    return DapeEmbeds(torch.cat(embeds), tuple(tags))

@@ -4,7 +4,9 @@ LR-embedding start point, a tiled ControlNet+UNet sampler, the official resize r
 from __future__ import annotations
 
 from .load import (
-                       SeeSRLoadError,
+                       SeeSRPair,
+                       load_seesr_descriptors,
+                       load_seesr_pair,
                        build_controlnet,
                        build_unet,
                        find_parts,
@@ -15,7 +17,6 @@ from .pipeline import (
                        ADDED_PROMPT,
                        NEGATIVE_PROMPT,
                        UpscaleOptions,
-                       apply_color_fix,
                        build_prompts,
                        upscale,
 )
@@ -32,10 +33,8 @@ __all__ = [
                        "SD2_LATENT_SCALE",
                        "RCAAttachment",
                        "SamplerOptions",
-                       "SeeSRLoadError",
                        "SizePlan",
                        "UpscaleOptions",
-                       "apply_color_fix",
                        "attach_rca",
                        "build_controlnet",
                        "build_prompts",
@@ -44,6 +43,9 @@ __all__ = [
                        "find_parts",
                        "gaussian_weights",
                        "load_seesr",
+                       "load_seesr_descriptors",
+                       "load_seesr_pair",
+                       "SeeSRPair",
                        "lr_embedding",
                        "make_scheduler",
                        "plan_sizes",

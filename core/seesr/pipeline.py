@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..colorfix import adain, wavelet
+from ..colorfix import METHOD_NAMES, color_fix
 from ..ram.embeds import DapeEmbeds
 from .resize import condition_image, plan_sizes, to_final
 from .sampler import (
@@ -29,7 +29,7 @@ from .sampler import (
 
 ADDED_PROMPT = "clean, high-resolution, 8k"
 NEGATIVE_PROMPT = "dotted, noise, blur, lowres, smooth"
-COLOR_FIXES = ("adain", "wavelet", "none")
+COLOR_FIXES = ("adain", *(m for m in METHOD_NAMES if m != "adain"))  # adain first: the official default
 
 TextEncoder = Callable[[Sequence[str]], torch.Tensor]
 VaeFn = Callable[[torch.Tensor], torch.Tensor]
@@ -39,16 +39,6 @@ def build_prompts(tags: str, user_prompt: str = "", added_prompt: str = ADDED_PR
                   negative: str = NEGATIVE_PROMPT) -> tuple[str, str]:
     """The official prompt pair: ``f"{tags}, {user_prompt}," + added_prompt`` and the negative prompt."""
     return f"{tags}, {user_prompt}," + added_prompt, negative
-
-
-def apply_color_fix(x: torch.Tensor, reference: torch.Tensor, method: str) -> torch.Tensor:
-    if method == "adain":
-        return adain(x, reference).clamp(0, 1)
-    if method == "wavelet":
-        return wavelet(x, reference).clamp(0, 1)
-    if method in ("none", "nofix", ""):
-        return x.clamp(0, 1)
-    raise ValueError(f"unknown colour fix {method!r}; choose one of {', '.join(COLOR_FIXES)}")
 
 
 @dataclass(frozen=True)
@@ -94,6 +84,6 @@ def upscale(image: torch.Tensor, unet, controlnet, *, encode_text: TextEncoder, 
         z = sample(unet, controlnet, lr_latent=lr_latent, cond_image=cond, positive=pos, negative=neg,
                    image_embeds=emb.embeds, generator=generator, opts=options.sampler, progress=step_progress)
         sr = vae_decode(z / SD2_LATENT_SCALE).float().cpu().clamp(0, 1)
-        sr = apply_color_fix(sr, cond.cpu(), options.color_fix)
+        sr = color_fix(sr, cond.cpu(), options.color_fix, clamp=True)
         outs.append(to_final(sr, plan).clamp(0, 1))
     return torch.cat(outs)

@@ -21,11 +21,11 @@ import torch
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch import nn
 
+from ..errors import MissingImageStatesError
+
 IMAGE_CROSS_ATTENTION_DIM = 512  # hard-coded in SeeSR (RAM's image_proj width)
 
 
-class MissingImageStatesError(ValueError):
-    """Raised when a model with RCA is called without ``image_encoder_hidden_states``."""
 
 
 def _text_blocks(model: nn.Module) -> list[nn.Module]:

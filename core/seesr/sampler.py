@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+from ..errors import InputError
+from ..image import match_batch
 from ..progress import Progress
+from ..tiling import retry_on_oom
 from .schedule import LR_START_T, lr_embedding, make_scheduler
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, gaussian_weights, tile_origins
 
 SD2_LATENT_SCALE = 0.18215
-
+MIN_TILE = 32  # the out-of-memory back-off stops at latent tiles of this side
 
 
 @dataclass(frozen=True)
@@ -35,13 +38,14 @@ class SamplerOptions:
 
     def __post_init__(self) -> None:
         if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+            raise InputError(f"steps must be >= 1, got {self.steps}")
         if self.start not in ("lr", "noise"):
-            raise ValueError(f"start must be 'lr' or 'noise', got {self.start!r}")
-        if self.tile_size and not 0 <= self.tile_overlap < self.tile_size:
-            raise ValueError(f"tile overlap {self.tile_overlap} must be in [0, tile size {self.tile_size})")
+            raise InputError(f"start must be 'lr' or 'noise', got {self.start!r}")
+        if (self.tile_size or 0) < 0 or self.tile_overlap < 0:
+            raise InputError(f"tile size {self.tile_size} and overlap {self.tile_overlap} must not be negative "
+                             "(the overlap is clamped to half the tile actually used)")
         if self.tile_batch < 1:
-            raise ValueError(f"tile_batch must be >= 1, got {self.tile_batch}")
+            raise InputError(f"tile_batch must be >= 1, got {self.tile_batch}")
 
 
 @dataclass(frozen=True)
@@ -51,14 +55,6 @@ class Conditioning:
     text: torch.Tensor    # [2B, 77, D]
     image: torch.Tensor   # [2B, N, 512]
     cond: torch.Tensor    # [2B, 3, 8h, 8w] in [0,1]
-
-
-def _batch(x: torch.Tensor, b: int, what: str) -> torch.Tensor:
-    if x.shape[0] == b:
-        return x
-    if x.shape[0] == 1:
-        return x.expand(b, *x.shape[1:])
-    raise ValueError(f"{what} has batch {x.shape[0]}, expected 1 or {b}")
 
 
 def match_token_lengths(*states: torch.Tensor) -> list[torch.Tensor]:
@@ -72,12 +68,12 @@ def match_token_lengths(*states: torch.Tensor) -> list[torch.Tensor]:
 def build_conditioning(positive: torch.Tensor, negative: torch.Tensor, image_embeds: torch.Tensor,
                        cond_image: torch.Tensor, batch: int, cfg: bool) -> Conditioning:
     """Stack the CFG batch: text [neg, pos], DAPE embeddings duplicated (not zeroed), condition image duplicated."""
-    pos = _batch(positive, batch, "positive conditioning")
-    img = _batch(image_embeds, batch, "DAPE embeddings")
-    cimg = _batch(cond_image, batch, "condition image")
+    pos = match_batch(positive, batch, "positive conditioning")
+    img = match_batch(image_embeds, batch, "DAPE embeddings")
+    cimg = match_batch(cond_image, batch, "condition image")
     if not cfg:
         return Conditioning(pos, img, cimg)
-    neg = _batch(negative, batch, "negative conditioning")
+    neg = match_batch(negative, batch, "negative conditioning")
     neg, pos = match_token_lengths(neg, pos)
     if neg.shape[1:] != pos.shape[1:]:
         raise ValueError(f"negative conditioning {tuple(neg.shape)} and positive {tuple(pos.shape)} differ in shape")
@@ -132,7 +128,7 @@ def initial_latents(shape: tuple[int, ...], scheduler, generator: torch.Generato
         return noise * scheduler.init_noise_sigma
     if lr_latent is None:
         raise ValueError("start='lr' needs the LR latent")
-    return lr_embedding(_batch(lr_latent.float().to(device), shape[0], "LR latent"), noise, scheduler, LR_START_T)
+    return lr_embedding(match_batch(lr_latent.float().to(device), shape[0], "LR latent"), noise, scheduler, LR_START_T)
 
 
 def sample(unet, controlnet, *, lr_latent: torch.Tensor | None, cond_image: torch.Tensor, positive: torch.Tensor,
@@ -146,32 +142,41 @@ def sample(unet, controlnet, *, lr_latent: torch.Tensor | None, cond_image: torc
     ``[B|1,N,512]``.
     """
     if not isinstance(generator, torch.Generator):
-        raise TypeError("sample() needs a seeded torch.Generator")
+        raise InputError("sample() needs a seeded torch.Generator")
     device = next(unet.parameters()).device
     if latent_shape is None:
         if lr_latent is None:
-            raise ValueError("give lr_latent or latent_shape")
+            raise InputError("give lr_latent or latent_shape")
         latent_shape = tuple(lr_latent.shape)
     b, _, h, w = latent_shape
     if tuple(cond_image.shape[-2:]) != (8 * h, 8 * w):
-        raise ValueError(f"condition image {tuple(cond_image.shape[-2:])} must be 8× the latent {(h, w)}")
+        raise InputError(f"condition image {tuple(cond_image.shape[-2:])} must be 8× the latent {(h, w)}")
     scheduler = make_scheduler(opts.scheduler)
     scheduler.set_timesteps(opts.steps, device=device)
     do_cfg = opts.cfg > 1.0
     cond = build_conditioning(positive.to(device), negative.to(device), image_embeds.to(device),
                               cond_image.to(device), b, do_cfg)
-    latents = initial_latents(tuple(latent_shape), scheduler, generator, opts.start, lr_latent, device)
-    kwargs = _step_kwargs(scheduler, generator)
-    timesteps = scheduler.timesteps
-    with torch.inference_mode():
-        for i, t in enumerate(timesteps):
-            x = torch.cat([latents, latents]) if do_cfg else latents
-            x = scheduler.scale_model_input(x, t)
-            eps = predict_noise(unet, controlnet, x, t, cond, opts)
-            if do_cfg:
-                u, c = eps.chunk(2)
-                eps = u + opts.cfg * (c - u)
-            latents = scheduler.step(eps, t, latents, return_dict=False, **kwargs)[0]
-            if progress is not None:
-                progress(i + 1, len(timesteps))
-    return latents
+    start_state = generator.get_state()
+
+    def run(tile: int | None) -> torch.Tensor:
+        generator.set_state(start_state)  # a retry with smaller tiles restarts from the same noise
+        o = replace(opts, tile_size=tile)
+        scheduler.set_timesteps(o.steps, device=device)
+        latents = initial_latents(tuple(latent_shape), scheduler, generator, o.start, lr_latent, device)
+        kwargs = _step_kwargs(scheduler, generator)
+        timesteps = scheduler.timesteps
+        with torch.inference_mode():
+            for i, t in enumerate(timesteps):
+                x = torch.cat([latents, latents]) if do_cfg else latents
+                x = scheduler.scale_model_input(x, t)
+                eps = predict_noise(unet, controlnet, x, t, cond, o)
+                if do_cfg:
+                    u, c = eps.chunk(2)
+                    eps = u + o.cfg * (c - u)
+                latents = scheduler.step(eps, t, latents, return_dict=False, **kwargs)[0]
+                if progress is not None:
+                    progress(i + 1, len(timesteps))
+        return latents
+
+    # out of memory: halve the latent tile (down to MIN_TILE) and run again from the start
+    return retry_on_oom(run, opts.tile_size, max(h, w), MIN_TILE, what="latent tiles")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
+from ..image import match_batch
 from ..progress import Progress
 from ..tiling import tiled_apply
 from .model import SCALE, SSENet
@@ -14,10 +16,10 @@ MIN_SIDE = 4
 
 def _check(lr: torch.Tensor, what: str = "image") -> None:
     if lr.ndim != 4 or lr.shape[1] != 3:
-        raise ValueError(f"SSEN needs an RGB {what} batch [B,3,H,W]; got shape {tuple(lr.shape)} "
+        raise InputError(f"SSEN needs an RGB {what} batch [B,3,H,W]; got shape {tuple(lr.shape)} "
                          f"(convert grayscale/RGBA to RGB first)")
     if min(lr.shape[-2:]) < MIN_SIDE:
-        raise ValueError(f"the {what} is {lr.shape[-1]}×{lr.shape[-2]} pixels; SSEN needs at least "
+        raise InputError(f"the {what} is {lr.shape[-1]}×{lr.shape[-2]} pixels; SSEN needs at least "
                          f"{MIN_SIDE}×{MIN_SIDE}")
 
 
@@ -26,9 +28,7 @@ def pair_references(lr: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
     ``None`` gives the self-similarity reference (the bicubic ×4 upsampling of each image)."""
     if ref is not None:
         _check(ref, "reference")
-        if ref.shape[0] not in (1, lr.shape[0]):
-            raise ValueError(f"{ref.shape[0]} references for {lr.shape[0]} images: give one reference for all "
-                             f"images or one per image")
+        ref = match_batch(ref, lr.shape[0], "reference", expand=False)
     return SSENet.prepare_reference(lr, ref)
 
 
@@ -82,7 +82,7 @@ def offset_map(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = None,
       reference is used there).
     """
     if model.ssen is None:
-        raise ValueError("this SSEN network has no reference branch")
+        raise InputError("this SSEN network has no reference branch")
     _check(lr)
     p = next(model.parameters())
     lr = lr.to(p.device, p.dtype)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_state_dict, read_metadata, save_safetensors
-from ..registry import require_family
-from .model import SSENet, build_from_state_dict
+from .. import registry
+from ..checkpoint import read_metadata, save_safetensors
+from .arch import ARCH, FOLDER
+from .model import SSENet
 
 SHIPPED_WEIGHTS = "ssen_small.safetensors"
 
@@ -25,10 +26,7 @@ def load_ssen(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor]
     """An eval-mode SSEN built from a checkpoint file or state dict (hyper-parameters from tensor shapes,
     ``strict=True``). ``None`` loads the shipped small model."""
     src = shipped_weights() if path_or_state_dict is None else path_or_state_dict
-    sd = load_state_dict(src)
-    source = str(src) if not isinstance(src, Mapping) else "<state dict>"
-    require_family(sd, "ssen", source=source, folder="ssen")
-    return build_from_state_dict(sd)
+    return registry.load(src, ARCH.id, folder=FOLDER).model
 
 
 def save_ssen(model: SSENet, path: str | os.PathLike, note: Mapping[str, str] | None = None) -> Path:

@@ -18,7 +18,6 @@ tensor shapes by :func:`infer_config`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
@@ -26,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
+from ..shapes import count_blocks, dim
 from .deform import ModulatedDeformConv2d
 
 SCALE = 4
@@ -236,38 +237,33 @@ class SSENet(nn.Module):
         return (sr, trace) if return_offsets else sr
 
 
-def _count(keys: set[str], pattern: str) -> int:
-    rx = re.compile(pattern)
-    idx = {int(m.group(1)) for k in keys if (m := rx.match(k))}
-    return max(idx) + 1 if idx else 0
-
-
 def infer_config(sd: Mapping[str, torch.Tensor]) -> SSENConfig:
     """Hyper-parameters from tensor names and shapes."""
     keys = set(sd)
     if "head.weight" not in keys or "tail.weight" not in keys:
-        raise KeyError("not an SSEN state dict: 'head.weight' / 'tail.weight' missing")
-    nf = sd["head.weight"].shape[0]
+        raise ConfigError("not an SSEN state dict: 'head.weight' / 'tail.weight' missing")
+    nf = dim(sd, "head.weight", 0, "SSEN")
     rcan = any(k.startswith("body_pre.0.ca.") for k in keys)
-    ca_red = nf // sd["body_pre.0.ca.1.weight"].shape[0] if rcan else 8
+    ca_red = nf // dim(sd, "body_pre.0.ca.1.weight", 0, "SSEN") if rcan else 8
     use_ssen = any(k.startswith("ssen.") for k in keys)
-    n_dcn = _count(keys, r"ssen\.dcns\.(\d+)\.") if use_ssen else 3
+    n_dcn = count_blocks(keys, "ssen.dcns.") if use_ssen else 3
     est_nf, groups, nonlocal_blocks = 32, 4, True
     if use_ssen:
-        est_nf = sd["ssen.estimators.0.inp.weight"].shape[0]
-        groups = sd["ssen.estimators.0.out.weight"].shape[0] // 27
+        est_nf = dim(sd, "ssen.estimators.0.inp.weight", 0, "SSEN")
+        groups = dim(sd, "ssen.estimators.0.out.weight", 0, "SSEN") // 27
         nonlocal_blocks = "ssen.estimators.0.nl.0.theta.weight" in keys
-    return SSENConfig(nf=nf, n_pre=_count(keys, r"body_pre\.(\d+)\."), n_post=_count(keys, r"body_post\.(\d+)\."),
+    return SSENConfig(nf=nf, n_pre=count_blocks(keys, "body_pre."), n_post=count_blocks(keys, "body_post."),
                       backbone="rcan" if rcan else "edsr", ca_reduction=ca_red,
-                      ref_blocks=_count(keys, r"ssen\.ref_body\.(\d+)\.") if use_ssen else 1,
+                      ref_blocks=count_blocks(keys, "ssen.ref_body.") if use_ssen else 1,
                       est_nf=est_nf, groups=groups, n_dcn=n_dcn, nonlocal_blocks=nonlocal_blocks,
                       use_ssen=use_ssen)
 
 
 def build_from_state_dict(sd: Mapping[str, torch.Tensor]) -> SSENet:
-    model = SSENet(infer_config(sd))
-    model.load_state_dict(dict(sd), strict=True)
-    return model.eval()
+    """An eval-mode SSEN with the hyper-parameters of ``sd``, loaded strictly."""
+    from .arch import ARCH
+
+    return ARCH.load(sd).model
 
 
 def param_count(model: nn.Module) -> int:

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 def _find(args: argparse.Namespace, *patterns: str) -> Path | None:
-    from ..paths import model_files
+    from ..core.paths import model_files
 
     files = model_files("dape", args.models_dir)
     for pat in patterns:
@@ -40,9 +40,9 @@ def resolve_files(args: argparse.Namespace) -> tuple[Path, Path | None]:
 def _cmd_tag(args: argparse.Namespace) -> int:
     import torch
 
-    from ..checkpoint import read_metadata
-    from ..image import load_image
-    from .load import load_tagger
+    from ..core.checkpoint import read_metadata
+    from ..core.image import load_image
+    from ..core.ram.load import load_tagger
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -69,7 +69,7 @@ def _cmd_tag(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     import torch
 
-    from .load import convert
+    from ..core.ram.load import convert
 
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     out = convert(args.ram, args.output, dape=args.dape, dtype=dtype)

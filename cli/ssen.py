@@ -12,9 +12,9 @@ log = logging.getLogger(__name__)
 def _cmd_ssen(args: argparse.Namespace) -> int:
     import torch
 
-    from ..image import load_image, save_image
-    from .infer import offset_map, super_resolve
-    from .loader import load_ssen
+    from ..core.image import load_image, save_image
+    from ..core.ssen.infer import offset_map, super_resolve
+    from ..core.ssen.loader import load_ssen
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -37,7 +37,7 @@ def _cmd_ssen(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .train import TrainOptions, train
+    from ..training.ssen.train import TrainOptions, train
 
     torch.set_num_threads(max(args.threads, 1))
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

@@ -11,7 +11,7 @@ log = logging.getLogger(__name__)
 
 
 def _find(folder: str, patterns: tuple[str, ...], models_dir: list[str], what: str) -> Path:
-    from .. import paths
+    from ..core import paths
 
     for pattern in patterns:
         found = paths.find_model(folder, pattern, models_dir)
@@ -26,9 +26,9 @@ def _find(folder: str, patterns: tuple[str, ...], models_dir: list[str], what: s
 def _cmd_restore(args: argparse.Namespace) -> int:
     import torch
 
-    from ..daclip import load_daclip
-    from ..image import load_image, save_image
-    from . import load_irsde, restore
+    from ..core.daclip import load_daclip
+    from ..core.image import load_image, save_image
+    from ..core.irsde import load_irsde, restore
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def default_model(extra: list[str]) -> Path:
     """The first DA-CLIP file in the ``daclip`` model folders (names containing 'daclip' first)."""
-    from .. import paths
+    from ..core import paths
 
     files = paths.model_files("daclip", extra)
     files.sort(key=lambda p: "daclip" not in p.name.lower())
@@ -27,9 +27,9 @@ def default_model(extra: list[str]) -> Path:
 def _cmd_classify(args: argparse.Namespace) -> int:
     import torch
 
-    from ..image import load_image
-    from . import DEGRADATIONS, load_daclip, parse_labels
-    from .classify import encode_images, probabilities, text_features
+    from ..core.image import load_image
+    from ..core.daclip import DEGRADATIONS, load_daclip, parse_labels
+    from ..core.daclip.classify import encode_images, probabilities, text_features
 
     model_path = Path(args.model) if args.model else default_model(args.models_dir)
     labels = parse_labels(args.labels) if args.labels else list(DEGRADATIONS)

@@ -92,7 +92,7 @@ def folder_samples(hr_dir: str | Path, lr_dir: str | Path | None = None, ref_dir
     references from ``ref_dir``: CUFED training layout (``ref/<stem>.png`` beside ``input/<stem>.png``) or
     CUFED5 layout (``<id>_1.png`` … ``<id>_5.png`` for ``<id>_0.png``). Images with no reference train in
     self-reference mode."""
-    from ..image import load_image
+    from ...core.image import load_image
 
     hr_dir = Path(hr_dir)
     files = _list_images(hr_dir)

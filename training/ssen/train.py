@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import save_safetensors
+from ...core.checkpoint import save_safetensors
 from .data import Sample, augment, bicubic_down, builtin_photos, folder_samples
 from .metrics import psnr_y, ssim_y
-from .model import SCALE, SSENConfig, SSENet, param_count
+from ...core.ssen.model import SCALE, SSENConfig, SSENet, param_count
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def _format(res: dict[str, dict[str, float]]) -> str:
 def _init_from(model: SSENet, path: str) -> None:
     """Copy every tensor of ``path`` (safetensors / training checkpoint) into ``model`` where names match; tensors
     whose shape differs are copied into the leading slice (new input channels start at zero)."""
-    from ..checkpoint import load_state_dict
+    from ...core.checkpoint import load_state_dict
 
     src = load_state_dict(path)
     own = model.state_dict()

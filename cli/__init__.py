@@ -1,8 +1,9 @@
-"""Command-line interface: ``aware-restore`` / ``python -m aware_restore``.
+"""Command-line interface: ``aware-restore`` / ``python -m aware_restore`` (a front end of the library in
+``core/``; nothing in ``core/`` imports it).
 
 Built-in sub-commands: ``info`` (model folders searched, files found and their detected family), ``convert``
 (any supported checkpoint → inference-only safetensors) and ``download`` (official weights via
-huggingface_hub). Each model family adds its own sub-commands from ``core/<family>/cli.py`` (``register``).
+huggingface_hub). Each model family adds its own sub-commands from ``cli/<family>.py`` (``register``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import logging
 import sys
 from pathlib import Path
 
-from . import __version__
-from .core import paths
-from .core.checkpoint import CheckpointError, load_state_dict, save_safetensors
-from .core.registry import FAMILIES, describe, detect_family
+from .. import __version__
+from ..core import paths, registry
+from ..core.checkpoint import load_state_dict, save_safetensors
+from ..core.dtypes import parse_dtype
+from ..core.errors import AwareRestoreError, CheckpointError
 
 log = logging.getLogger("aware_restore")
 
@@ -33,8 +35,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
             entry = {"folder": folder, "file": str(f), "size_mb": round(f.stat().st_size / 2**20, 1)}
             try:
                 sd = load_state_dict(f)
-                entry["family"] = detect_family(sd) or "unknown"
-                entry["looks_like"] = describe(sd)
+                entry["family"] = registry.detect_family(sd) or "unknown"
+                entry["looks_like"] = registry.describe(sd)
             except CheckpointError as exc:
                 entry["family"] = "unreadable"
                 entry["error"] = str(exc)
@@ -59,14 +61,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if dst.suffix != ".safetensors":
         raise SystemExit("convert: the output file must end in .safetensors")
     sd = load_state_dict(src)
-    family = detect_family(sd)
-    if family is None:
-        raise SystemExit(f"convert: '{src}' is not a model this pack knows ({describe(sd)}); refusing to convert")
-    keep = FAMILIES[family].keep
-    kept = {k: v for k, v in sd.items() if keep(k)}
-    import torch
-
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[args.dtype]
+    arch = registry.detect(sd)
+    if arch is None:
+        raise SystemExit(f"convert: '{src}' is not a model this pack knows ({registry.describe(sd)}); "
+                         "refusing to convert")
+    family = arch.id
+    kept = {k: v for k, v in sd.items() if arch.keep(k)}
+    dtype = None if args.dtype == "fp32" else parse_dtype(args.dtype)
     save_safetensors(kept, dst, metadata={"family": family, "source": src.name}, dtype=dtype)
     sys.stdout.write(f"{family}: kept {len(kept)} of {len(sd)} tensors -> {dst} "
                      f"({dst.stat().st_size / 2**20:.1f} MB)\n")
@@ -74,7 +75,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from .core import download
+    from ..core import download
 
     if args.name == "list":
         for name, spec in download.OFFICIAL.items():
@@ -112,13 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_download)
 
     for family in FAMILY_CLIS:
-        try:
-            module = importlib.import_module(f".core.{family}.cli", __package__)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.endswith(f"core.{family}.cli"):
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f".{family}", __package__).register(sub)
     return parser
 
 
@@ -131,6 +126,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (AwareRestoreError, FileNotFoundError, ValueError, RuntimeError) as exc:
         log.error("%s", exc)
         return 1

@@ -11,7 +11,7 @@ log = logging.getLogger(__name__)
 
 
 def _seesr_dir(args: argparse.Namespace) -> Path:
-    from .. import paths
+    from ..core import paths
 
     if args.seesr:
         return Path(args.seesr)
@@ -24,7 +24,7 @@ def _seesr_dir(args: argparse.Namespace) -> Path:
 
 
 def _dape_files(args: argparse.Namespace) -> tuple[Path, Path | None]:
-    from ..ram.cli import resolve_files
+    from .ram import resolve_files
 
     ram, dape = resolve_files(args)
     if dape is None:
@@ -35,10 +35,10 @@ def _dape_files(args: argparse.Namespace) -> tuple[Path, Path | None]:
 def _cmd_seesr(args: argparse.Namespace) -> int:
     import torch
 
-    from ..image import load_image, save_image
-    from ..ram import load_tagger
-    from . import SamplerOptions, UpscaleOptions, load_seesr, upscale
-    from .sd2 import load_sd2
+    from ..core.image import load_image, save_image
+    from ..core.ram import load_tagger
+    from ..core.seesr import SamplerOptions, UpscaleOptions, load_seesr, upscale
+    from ..core.seesr.sd2 import load_sd2
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,8 +73,8 @@ def _cmd_seesr(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    from .schedule import SCHEDULER_NAMES
-    from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE
+    from ..core.seesr.schedule import SCHEDULER_NAMES
+    from ..core.seesr.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 
     p = subparsers.add_parser("seesr", help="SeeSR real-world super-resolution (x4) of one image")
     p.add_argument("image", help="input (low-resolution) image")

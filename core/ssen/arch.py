@@ -1,0 +1,42 @@
+"""SSEN's architecture entry (see :mod:`..arch`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from ..arch import Architecture, ModelDescriptor, Tiling, infer_or_raise, strict_load
+
+TITLE = "SSEN reference-based SR"
+FOLDER = "ssen"
+SCALE = 4
+
+
+def detect(keys: frozenset[str]) -> bool:
+    """The SR backbone's own names (``head``, ``body_pre.*``, ``body_conv``, ``tail``), with or without the
+    reference branch ``ssen.*`` (a ``use_ssen=False`` model has none)."""
+    return {"head.weight", "tail.weight", "body_conv.weight"} <= keys and any(k.startswith("body_pre.") for k in keys)
+
+
+def memory(config, batch: int, size: tuple[int, int]) -> int:
+    """Activation bytes of one call on an ``h x w`` LR input (or tile): ~150 floats × nf per LR pixel for the
+    backbone and the ×4 output stages, plus the estimators' non-local attention (memory-efficient kernels)."""
+    h, w = size
+    return int(batch * h * w * 4 * (150 * config.nf + 48 * SCALE * SCALE))
+
+
+def load(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+         source: str = "<state dict>") -> ModelDescriptor:
+    from .model import SSENet, infer_config
+
+    config = infer_or_raise(infer_config, sd, source, TITLE)
+    with torch.device("meta"):
+        model = SSENet(config)
+    model = strict_load(model, sd, source=source, title=TITLE, config=config, dtype=dtype, device=device)
+    return ModelDescriptor(model, ARCH.id, TITLE, config, source, tiling=Tiling.APPROXIMATE,
+                           memory=lambda b, s: memory(config, b, s))
+
+
+ARCH = Architecture("ssen", TITLE, FOLDER, detect, load)
+ARCHITECTURES = (ARCH,)
