@@ -38,8 +38,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
                 entry["family"] = registry.detect_family(sd) or "unknown"
                 entry["looks_like"] = registry.describe(sd)
             except CheckpointError as exc:
-                entry["family"] = "unreadable"
-                entry["error"] = str(exc)
+                entry.update(family="unreadable", kind=exc.kind, error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - one odd file must not lose the listing
+                entry.update(family="unreadable", kind="unknown", error=f"{type(exc).__name__}: {exc}")
             report["files"].append(entry)
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
@@ -49,7 +50,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if not report["roots"]:
         lines.append("  (none: pass --models-dir, or set AWARE_RESTORE_MODELS or COMFYUI_DIR)")
     lines.append("Model files found:")
-    lines += [f"  {e['family']:17} {e['size_mb']:9.1f} MB  {e['file']}" for e in report["files"]]
+    for e in report["files"]:
+        lines.append(f"  {e['family']:17} {e['size_mb']:9.1f} MB  {e['file']}")
+        if "error" in e:
+            lines.append(f"      {e['kind']}: {e['error']}")
     if not report["files"]:
         lines.append("  (none)")
     sys.stdout.write("\n".join(lines) + "\n")
@@ -81,10 +85,11 @@ def _cmd_download(args: argparse.Namespace) -> int:
         for name, spec in download.OFFICIAL.items():
             sys.stdout.write(f"{name:28} -> models/{spec.folder}/  {spec.url}\n")
         return 0
-    roots = paths.model_roots(args.models_dir)
-    if not roots:
+    spec = download.spec(args.name)
+    dirs = paths.folder_dirs(spec.folder, args.models_dir)
+    if not dirs:
         raise SystemExit("download: no models folder; pass --models-dir or set COMFYUI_DIR")
-    path = download.fetch(args.name, roots[0])
+    path = download.fetch(args.name, dirs[0])
     sys.stdout.write(f"{path}\n")
     return 0
 
@@ -126,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (AwareRestoreError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (AwareRestoreError, FileNotFoundError) as exc:  # the pack's own errors: the message says it all
         log.error("%s", exc)
+        return 1
+    except (OSError, ValueError, RuntimeError, KeyError, IndexError, TypeError, EOFError) as exc:
+        # an error from inside a library the pack did not anticipate: one line, the traceback only with -v
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        log.error("unexpected %s: %s (run with -v for the traceback, and please report it)", type(exc).__name__,
+                  first)
+        log.debug("traceback", exc_info=True)
         return 1

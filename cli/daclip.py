@@ -27,9 +27,9 @@ def default_model(extra: list[str]) -> Path:
 def _cmd_classify(args: argparse.Namespace) -> int:
     import torch
 
-    from ..core.image import load_image
     from ..core.daclip import DEGRADATIONS, load_daclip, parse_labels
     from ..core.daclip.classify import encode_images, probabilities, text_features
+    from ..core.image import load_image
 
     model_path = Path(args.model) if args.model else default_model(args.models_dir)
     labels = parse_labels(args.labels) if args.labels else list(DEGRADATIONS)

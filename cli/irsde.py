@@ -50,7 +50,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             log.info("step %d/%d", done, total)
 
     out = restore(network, daclip, image, steps=args.steps, sampler=args.sampler, seed=args.seed,
-                  tile=args.tile or None, tile_overlap=args.overlap, progress=progress)
+                  tile=args.tile or None, tile_overlap=args.overlap, tile_mode=args.tile_mode, progress=progress)
     path = save_image(out[0].cpu(), args.out)
     sys.stdout.write(f"{path}\n")
     return 0
@@ -71,7 +71,10 @@ def register(subparsers) -> None:
                    help="posterior: the official optimal-posterior sampler; sde: Euler steps of the reverse SDE")
     p.add_argument("--seed", type=int, default=0, help="noise seed (all randomness comes from it)")
     p.add_argument("--tile", type=int, default=0, help="tile side in pixels for large images (0: whole image)")
-    p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels")
+    p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels ('tiles' mode)")
+    p.add_argument("--tile-mode", choices=["exact", "tiles"], default="exact",
+                   help="exact: low-memory evaluation with the whole-image result (default); tiles: the network on "
+                        "overlapping tiles (approximate)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.set_defaults(func=_cmd_restore)

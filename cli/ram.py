@@ -40,17 +40,13 @@ def resolve_files(args: argparse.Namespace) -> tuple[Path, Path | None]:
 def _cmd_tag(args: argparse.Namespace) -> int:
     import torch
 
-    from ..core.checkpoint import read_metadata
     from ..core.image import load_image
     from ..core.ram.load import load_tagger
 
     if args.threads:
         torch.set_num_threads(args.threads)
     ram, dape = resolve_files(args)
-    if dape is not None and read_metadata(ram).get("dape_merged") == "true":
-        log.info("%s already has DAPE merged; %s is not applied again", ram.name, dape.name)
-        dape = None
-    tagger = load_tagger(ram, dape, device=args.device)
+    tagger = load_tagger(ram, dape, device=args.device)  # a DAPE given for an already-merged file is skipped
     results = []
     for path in args.images:
         image = load_image(path)
@@ -67,11 +63,11 @@ def _cmd_tag(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    import torch
 
+    from ..core.dtypes import parse_dtype
     from ..core.ram.load import convert
 
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    dtype = parse_dtype(args.dtype)
     out = convert(args.ram, args.output, dape=args.dape, dtype=dtype)
     sys.stdout.write(f"{out} ({out.stat().st_size / 2**20:.1f} MB, DAPE {'merged' if args.dape else 'not merged'})\n")
     return 0

@@ -1,10 +1,17 @@
 """Safe checkpoint loading and saving.
 
-* ``.safetensors`` files are memory-mapped (``safetensors.torch.load_file`` maps the file).
-* Everything else is treated as a torch pickle and loaded with ``torch.load(weights_only=True, mmap=True)``
-  under an explicit, minimal allow-list of extra globals (the official DA-CLIP training checkpoint stores
-  numpy scalars in its optimizer state). Nothing outside the allow-list is ever unpickled, so a malicious
-  file whose ``__reduce__`` runs a command is refused before anything runs.
+* The format is read from the file's first bytes, not its name (:func:`sniff`): a safetensors file named ``.pth``
+  is read as safetensors (and the rename suggested in the log), a torch file named ``.safetensors`` as a torch file.
+* safetensors files are memory-mapped (``safetensors.torch.load_file`` maps the file).
+* torch files are loaded with ``torch.load(weights_only=True, mmap=True)`` under an explicit, minimal allow-list
+  of extra globals (the official DA-CLIP training checkpoint stores numpy scalars in its optimizer state). Nothing
+  outside the allow-list is ever unpickled, so a malicious file whose ``__reduce__`` runs a command is refused
+  before anything runs.
+* A file that cannot be read raises one error, :class:`CheckpointError`, whose ``kind`` says what the file looks
+  like and whose one-line message gives the next step for that case: ``missing`` (or a folder), ``empty``,
+  ``text`` (Git LFS pointer, HTML page, other text), ``truncated`` (zip, safetensors or pickle cut off),
+  ``safetensors`` (damaged header), ``zip`` (an archive that is not a torch checkpoint, or a damaged one),
+  ``pickle-globals`` (needs code outside the allow-list), ``not-a-state-dict``, ``unknown`` (random bytes).
 * Common training wrappers are unwrapped: ``state_dict`` / ``model`` / ``params_ema`` / ``params`` /
   ``module`` and a ``module.`` (DDP) key prefix.
 """
@@ -15,6 +22,8 @@ import json
 import logging
 import os
 import pickle
+import re
+import struct
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,8 +46,17 @@ MODEL_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
 _WRAPPER_KEYS = ("state_dict", "params_ema", "params", "model", "module", "net", "network")
 
 
-__all__ = ["CheckpointError", "MODEL_SUFFIXES", "load_state_dict", "meta_state_dict_from_key_list", "read_metadata",
-           "save_safetensors", "unwrap_state_dict"]
+__all__ = [
+    "MODEL_SUFFIXES",
+    "CheckpointError",
+    "load_state_dict",
+    "meta_state_dict_from_key_list",
+    "problem",
+    "read_metadata",
+    "save_safetensors",
+    "sniff",
+    "unwrap_state_dict",
+]
 
 
 def _numpy_allow_list() -> list[Any]:
@@ -67,19 +85,159 @@ def _numpy_allow_list() -> list[Any]:
     return allowed
 
 
-def _load_pickle(path: Path) -> Any:
-    mmap = zipfile.is_zipfile(path)  # mmap works only for the zip format (torch >= 1.6 files)
+# ----------------------------------------------------------------------------------------------- what a file is
+READABLE = ("safetensors", "torch-zip", "pickle")
+_SNIFF = 4096
+_GLOBAL = re.compile(r"unsupported GLOBAL (\S+)")
+
+
+def _fail(path: Path, kind: str, looks: str, step: str) -> CheckpointError:
+    return CheckpointError(f"Cannot read '{path}': {looks}. {step}", kind=kind, path=str(path))
+
+
+def _again(path: Path) -> str:
+    """The 'download it again' advice, naming the pack's download command for official file names."""
+    from .download import OFFICIAL
+
+    if path.name in OFFICIAL and OFFICIAL[path.name].repo_id is not None:
+        return (f"Delete it and download it again (`aware-restore download {path.name}` or the 'Download Official "
+                f"Weights' node)")
+    return "Delete it and download or copy it again"
+
+
+def _text_kind(path: Path, head: bytes) -> CheckpointError | None:
+    """A CheckpointError describing a text file, or None when ``head`` is not text."""
+    if b"\0" in head:
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut by the sniff window
+            return None
+        text = head[:exc.start].decode("utf-8")
+    printable = sum(c.isprintable() or c in "\r\n\t" for c in text)
+    if not text or printable < 0.95 * len(text):
+        return None
+    first = text.strip().splitlines()[0][:60] if text.strip() else ""
+    low = text.lstrip().lower()
+    if low.startswith("version https://git-lfs"):
+        return _fail(path, "text", "it is a Git LFS pointer (a small text file standing in for the real file), not "
+                     "the model", "Fetch the real file (`git lfs pull` in the repository it came from) or download it "
+                     "from the model page")
+    if low.startswith(("<!doctype html", "<html", "<?xml", "<head")) or "<html" in low[:512]:
+        return _fail(path, "text", "it is a web page (HTML), not a model; a login, error or 'virus scan' "
+                     "confirmation page was saved instead of the file", "Download the file itself again (on Google "
+                     "Drive confirm 'Download anyway')")
+    return _fail(path, "text", f"it is a text file (it starts with {first!r}), not a model",
+                 "Put the model's weight file here instead")
+
+
+def _safetensors_kind(path: Path, head: bytes, size: int) -> str | CheckpointError | None:
+    """'safetensors', a CheckpointError (truncated / damaged header), or None when ``head`` is not safetensors."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return None
+    n = struct.unpack("<Q", head[:8])[0]
+    if n < 2 or n > 100 * 2**20:
+        return None
+    if 8 + n > size:
+        return _fail(path, "truncated", f"it is a safetensors file cut off after {size} bytes (its header alone "
+                     f"needs {8 + n})", _again(path))
+    with open(path, "rb") as f:
+        f.seek(8)
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        return _fail(path, "safetensors", f"it is a safetensors file with a damaged header ({type(exc).__name__})",
+                     _again(path))
+    need = 8 + n + max(ends, default=0)
+    if need > size:
+        return _fail(path, "truncated", f"it is a safetensors file cut off after {size} of its {need} bytes",
+                     _again(path))
+    return "safetensors"
+
+
+def sniff(path: PathLike) -> str:
+    """What ``path`` holds, from its first bytes (not its extension): ``safetensors``, ``torch-zip`` (torch >= 1.6
+    archive) or ``pickle`` (legacy torch file). Anything else raises a :class:`CheckpointError` whose ``kind`` says
+    what the file looks like (``missing``, ``empty``, ``text``, ``truncated``, ``safetensors`` (damaged header),
+    ``zip`` (an archive that is not a torch checkpoint), ``unknown``) and whose message gives the next step."""
+    path = Path(path)
+    if path.is_dir():
+        raise _fail(path, "missing", "it is a folder, not a file", "Select the model file inside it")
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint file not found: '{path}'", kind="missing", path=str(path))
+    size = path.stat().st_size
+    if size == 0:
+        raise _fail(path, "empty", "the file is empty (0 bytes); a download or copy did not finish", _again(path))
+    with open(path, "rb") as f:
+        head = f.read(_SNIFF)
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        if not zipfile.is_zipfile(path):
+            raise _fail(path, "truncated", f"it is a zip archive (the torch format) cut off after {size} bytes, "
+                        "before its table of contents", _again(path))
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        if not any(n.endswith("data.pkl") for n in names):
+            raise _fail(path, "zip", f"it is a zip archive but not a torch checkpoint (it holds "
+                        f"{', '.join(names[:3]) or 'nothing'}{', ...' if len(names) > 3 else ''})",
+                        "Unpack it and select the model file inside")
+        return "torch-zip"
+    st = _safetensors_kind(path, head, size)
+    if isinstance(st, CheckpointError):
+        raise st
+    if st is not None:
+        return st
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"
+    text = _text_kind(path, head)
+    if text is not None:
+        raise text
+    raise _fail(path, "unknown", f"it is neither safetensors nor a torch checkpoint (first bytes: {head[:8].hex(' ')})"
+                f", so it is probably damaged", _again(path))
+
+
+def problem(path: PathLike) -> CheckpointError | None:
+    """The :class:`CheckpointError` :func:`sniff` raises for ``path``, or None when the file looks readable."""
+    try:
+        sniff(path)
+    except CheckpointError as exc:
+        return exc
+    return None
+
+
+def _load_pickle(path: Path, fmt: str) -> Any:
     try:
         with torch.serialization.safe_globals(_numpy_allow_list()):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            if path.suffix.lower() in SAFETENSORS_SUFFIXES:  # torch.load would dispatch on the name: pass a handle
+                with open(path, "rb") as f:
+                    return torch.load(f, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=fmt == "torch-zip")
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"Refused to load '{path}': it is a pickle that needs globals outside the safe allow-list "
-            f"({str(exc).splitlines()[0]}). Only weights are loaded from pickles; convert trusted files to "
-            f".safetensors with `aware-restore convert`."
-        ) from exc
-    except RuntimeError as exc:
-        raise CheckpointError(f"Could not read '{path}' as a torch checkpoint: {exc}") from exc
+        msg = str(exc)
+        found = _GLOBAL.search(msg)
+        if found:
+            raise _fail(path, "pickle-globals", f"it is a pickle that needs globals outside the safe allow-list "
+                        f"({found.group(1)}); only plain weights are unpickled, so nothing in it was run",
+                        "If you trust the file, re-save its tensors as .safetensors in your own Python session "
+                        "(torch.load(..., weights_only=False), then safetensors.torch.save_file) and use that file"
+                        ) from None
+        if "truncated" in msg.lower() or "EOF" in msg:
+            raise _fail(path, "truncated", "it is a torch pickle that ends before its data does", _again(path)
+                        ) from None
+        raise _fail(path, "unknown", "it is a Python pickle but not a torch checkpoint (the safe loader cannot read "
+                    "it)", "Save the weights with torch.save(state_dict) or as .safetensors") from None
+    except EOFError:
+        raise _fail(path, "truncated", "it is a torch pickle that ends before its data does", _again(path)) from None
+    except (RuntimeError, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        low = line.lower()
+        if "eof" in low or "truncat" in low or "central directory" in low:
+            raise _fail(path, "truncated", f"it is a torch checkpoint that ends before its data does ({line})",
+                        _again(path)) from None
+        raise _fail(path, "zip" if fmt == "torch-zip" else "unknown",
+                    f"it is a damaged torch checkpoint ({type(exc).__name__}: {line})", _again(path)) from None
 
 
 def _load_safetensors(path: Path) -> StateDict:
@@ -88,8 +246,9 @@ def _load_safetensors(path: Path) -> StateDict:
 
     try:
         return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"Could not read '{path}' as safetensors: {exc}") from exc
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _fail(path, "safetensors", f"it is a damaged safetensors file ({line})", _again(path)) from None
 
 
 def _is_tensor_dict(obj: Any) -> bool:
@@ -103,7 +262,8 @@ def unwrap_state_dict(obj: Any, source: str = "<state dict>") -> StateDict:
     seen = 0
     while not _is_tensor_dict(obj):
         if not isinstance(obj, Mapping) or seen > 4:
-            raise CheckpointError(f"'{source}' holds no tensor state dict (found {type(obj).__name__}).")
+            raise CheckpointError(f"'{source}' holds no tensor state dict (found {type(obj).__name__}). Select the "
+                                  "model's weight file", kind="not-a-state-dict", path=source)
         inner = next((obj[k] for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
         if inner is None:
             tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
@@ -111,8 +271,8 @@ def unwrap_state_dict(obj: Any, source: str = "<state dict>") -> StateDict:
                 obj = tensors  # e.g. a dict mixing tensors with scalar metadata
                 break
             raise CheckpointError(
-                f"'{source}' holds no tensor state dict; top-level keys: {sorted(map(str, obj))[:8]}"
-            )
+                f"'{source}' holds no tensor state dict; top-level keys: {sorted(map(str, obj))[:8]}. Select the "
+                "model's weight file (not an optimizer state or a config)", kind="not-a-state-dict", path=source)
         obj = inner
         seen += 1
     sd = dict(obj)
@@ -126,17 +286,22 @@ def load_state_dict(path_or_sd: PathLike | Mapping[str, torch.Tensor]) -> StateD
     if isinstance(path_or_sd, Mapping):
         return unwrap_state_dict(path_or_sd)
     path = Path(path_or_sd)
-    if not path.is_file():
-        raise CheckpointError(f"Checkpoint file not found: '{path}'")
-    if path.suffix.lower() in SAFETENSORS_SUFFIXES:
+    fmt = sniff(path)  # by content: a misnamed file is read as what it is
+    suffix = path.suffix.lower()
+    if fmt == "safetensors":
+        if suffix not in SAFETENSORS_SUFFIXES:
+            log.info("'%s' is a safetensors file under a '%s' name; read as safetensors (rename it to "
+                     ".safetensors)", path, suffix)
         return unwrap_state_dict(_load_safetensors(path), str(path))
-    return unwrap_state_dict(_load_pickle(path), str(path))
+    if suffix in SAFETENSORS_SUFFIXES:
+        log.info("'%s' is a torch checkpoint under a '%s' name; read safely as a torch checkpoint", path, suffix)
+    return unwrap_state_dict(_load_pickle(path, fmt), str(path))
 
 
 def read_metadata(path: PathLike) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file ({} for other files)."""
     path = Path(path)
-    if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
+    if sniff(path) != "safetensors":
         return {}
     from safetensors import safe_open
 

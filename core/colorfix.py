@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .image import check_finite
 
 _EPS = 1e-5
 
@@ -17,18 +18,24 @@ _EPS = 1e-5
 def _mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     b, c = x.shape[:2]
     flat = x.reshape(b, c, -1)
-    var = flat.var(dim=-1, unbiased=True) + _EPS  # unbiased (N-1), as the official calc_mean_std
+    # unbiased (N-1), as the official calc_mean_std; a single pixel has no spread (its unbiased variance is 0/0)
+    var = flat.var(dim=-1, unbiased=flat.shape[-1] > 1) + _EPS
     return flat.mean(dim=-1).view(b, c, 1, 1), var.sqrt().view(b, c, 1, 1)
 
 
 def _check(content: torch.Tensor, reference: torch.Tensor) -> None:
     if content.ndim != 4 or reference.ndim != 4:
-        raise ValueError(f"colour fix expects [B,C,H,W] tensors, got {tuple(content.shape)} and {tuple(reference.shape)}")
+        raise InputError(f"colour fix expects [B,C,H,W] tensors, got {tuple(content.shape)} and "
+                         f"{tuple(reference.shape)}")
     if content.shape[-2:] != reference.shape[-2:] or content.shape[1] != reference.shape[1]:
-        raise ValueError(f"colour fix needs content and reference of the same size and channels, got "
+        raise InputError(f"colour fix needs content and reference of the same size and channels, got "
                          f"{tuple(content.shape)} and {tuple(reference.shape)}; resize the reference first")
     if reference.shape[0] not in (1, content.shape[0]):
-        raise ValueError(f"reference batch {reference.shape[0]} does not match content batch {content.shape[0]}")
+        raise InputError(f"reference batch {reference.shape[0]} does not match content batch {content.shape[0]}")
+    if content.shape[0] == 0 or min(content.shape[-2:]) < 1:
+        raise InputError(f"colour fix got an empty image batch {tuple(content.shape)}")
+    check_finite(content, "image to colour-fix")
+    check_finite(reference, "colour reference")
 
 
 def adain(content: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,8 @@ from .errors import ImageInputError, InputError
 PIL_BICUBIC_TOLERANCE = 2.0 / 255.0
 
 
-__all__ = ["ImageInputError", "crop", "from_comfy", "load_image", "match_batch", "merge_alpha", "pad_to_multiple",
-           "resize", "save_image", "split_alpha", "to_comfy"]
+__all__ = ["ImageInputError", "check_finite", "crop", "from_comfy", "load_image", "match_batch", "merge_alpha",
+           "pad_to_multiple", "resize", "save_image", "split_alpha", "to_comfy"]
 
 
 def split_alpha(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -67,6 +67,11 @@ def from_comfy(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise ImageInputError(f"expected an IMAGE batch [B,H,W,C], got shape {tuple(image.shape)}")
     if image.shape[0] == 0:
         raise ImageInputError("the image batch is empty")
+    if not 1 <= image.shape[-1] <= 4:
+        hint = (" It looks channels-first [B,C,H,W]; ComfyUI IMAGE tensors are channels-last: permute(0, 2, 3, 1)."
+                if 1 <= image.shape[1] <= 4 else "")
+        raise ImageInputError(f"expected an IMAGE batch [B,H,W,C] with 1 to 4 channels last (gray, gray+alpha, RGB, "
+                              f"RGBA), got shape {tuple(image.shape)} (C = {image.shape[-1]}).{hint}")
     x = image.movedim(-1, 1)
     if not x.is_floating_point():
         x = x.float() / float(torch.iinfo(x.dtype).max)
@@ -80,6 +85,25 @@ def to_comfy(rgb: torch.Tensor, alpha: torch.Tensor | None = None, clamp: bool =
         x = x.clamp(0.0, 1.0)
     return x.movedim(1, -1).contiguous().cpu()
 
+
+
+def check_finite(x: torch.Tensor, what: str = "image") -> torch.Tensor:
+    """Return ``x`` when every value is finite; else an :class:`InputError` naming ``what`` and how many pixels
+    (positions ``[b, y, x]`` of a ``[B,C,H,W]`` batch; values for other shapes) hold NaN or ±inf. The one
+    non-finite check every family runs at its core entry (a NaN pixel would spread over the whole output)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.is_meta:
+        return x
+    bad = ~torch.isfinite(x)
+    if not bool(bad.any()):
+        return x
+    if x.ndim == 4:
+        n, total, unit = int(bad.any(dim=1).sum()), x.shape[0] * x.shape[2] * x.shape[3], "pixels"
+    else:
+        n, total, unit = int(bad.sum()), x.numel(), "values"
+    kinds = [k for k, m in (("NaN", torch.isnan(x)), ("infinite", torch.isinf(x))) if bool(m.any())]
+    raise InputError(f"the {what} has {n} of {total} {unit} that are not finite ({' and '.join(kinds)}); nothing "
+                     f"was computed. Fix the node or file that produced it, or replace the values first (e.g. "
+                     f"torch.nan_to_num)")
 
 
 def match_batch(x: torch.Tensor, batch: int, what: str, expand: bool = True) -> torch.Tensor:
@@ -142,11 +166,18 @@ def _pil_to_array(img) -> np.ndarray:
 
 def load_image(path: str | os.PathLike, keep_alpha: bool = False) -> torch.Tensor:
     """Read an image file → ``[1,3,H,W]`` float32 RGB in [0,1] (or ``[1,4,H,W]`` with ``keep_alpha``)."""
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
-        arr = _pil_to_array(img)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"image file not found: '{path}'")
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            arr = _pil_to_array(img)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:  # PIL reports bad files in all four
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImageInputError(f"cannot read the image '{path}': {first}. Give a PNG, JPEG, WebP or TIFF file"
+                              ) from None
     x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0)
     rgb, alpha = split_alpha(x)
     return merge_alpha(rgb, alpha) if keep_alpha else rgb
@@ -158,7 +189,7 @@ def save_image(x: torch.Tensor, path: str | os.PathLike) -> Path:
 
     if x.ndim == 4:
         if x.shape[0] != 1:
-            raise ValueError("save_image writes one image; index the batch first")
+            raise InputError("save_image writes one image; index the batch first")
         x = x[0]
     arr = (x.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
     if arr.shape[-1] == 1:

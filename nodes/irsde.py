@@ -8,6 +8,7 @@ from comfy_api.latest import io
 
 from ..core.daclip import DaclipEmbeds
 from ..core.irsde import ARCH, SAMPLERS, pairing_hint, restore
+from ..core.irsde.restore import TILE_MODES
 from . import common
 from .daclip import DACLIP_EMBEDS, DACLIP_MODEL, daclip_payload
 
@@ -69,19 +70,24 @@ class DACLIPRestore(io.ComfyNode):
                                        "steps of the reverse SDE."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Noise seed; image b of a batch uses seed + b, so batches match single runs."),
-                io.Int.Input("tile", default=1024, min=0, max=8192, step=16,
-                             tooltip="Tile side in pixels (0 = whole image). Images within one tile are "
-                                     "processed whole; larger ones are restored tile by tile at every step, "
-                                     "which limits memory but the deepest attention then sees only its tile."),
+                io.Int.Input("tile", default=512, min=0, max=8192, step=16,
+                             tooltip="Tile side in pixels (0 = whole image at once). Images within one tile are "
+                                     "processed whole; for larger ones the tile bounds the memory."),
                 io.Int.Input("overlap", default=64, min=0, max=512, step=8,
-                             tooltip="Overlap between tiles in pixels (blended at every step)."),
+                             tooltip="'tiles' mode only: overlap between tiles in pixels (blended at every step; at "
+                                     "most half the tile is used)."),
+                io.Combo.Input("tile_mode", options=list(TILE_MODES), default="exact",
+                               tooltip="exact: the same result as the whole image, at a memory bounded by the tile "
+                                       "(low-memory evaluation). tiles: the network on overlapping tiles — faster "
+                                       "on small GPUs, but every tile normalises and attends on its own, which "
+                                       "changes the result."),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The restored image(s).")],
         )
 
     @classmethod
     def execute(cls, irsde_model, image, daclip_model=None, daclip_embeds=None, sampler="posterior", seed=0,
-                tile=1024, overlap=64) -> io.NodeOutput:
+                tile=512, overlap=64, tile_mode="exact") -> io.NodeOutput:
         net = common.expect_model(irsde_model, "irsde_model", "IRSDE_MODEL", "Load IR-SDE Model", ARCH.id)
         x, alpha = common.image_to_bchw(image)
         h, w = x.shape[-2:]
@@ -94,7 +100,8 @@ class DACLIPRestore(io.ComfyNode):
         network, *clip = common.load_models(*loads)
         cond = clip[0] if clip else cond
         out = restore(network, cond, x.to(common.model_device(network)), steps=STEPS, sampler=sampler, seed=seed,
-                      tile=tile or None, tile_overlap=overlap, progress=common.progress_callback(x.shape[0] * STEPS))
+                      tile=tile or None, tile_overlap=overlap, tile_mode=tile_mode,
+                      progress=common.progress_callback(x.shape[0] * STEPS))
         return io.NodeOutput(common.bchw_to_image(out.cpu(), alpha))
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import io
-
 from pathlib import Path
 
 import folder_paths
+from comfy_api.latest import io
 
 from ..core import colorfix, download
 from . import common
@@ -48,9 +47,11 @@ class ARDownloadModel(io.ComfyNode):
             node_id="ARDownloadModel",
             display_name="Download Official Weights",
             category=f"{common.CATEGORY}/Utils",
-            description="Downloads an official weight file from Hugging Face into the right ComfyUI models folder "
-                        "(skipped when it is already there). Offline, it fails at once and names the file, the URL "
-                        "and the folder to put it in. Files without a Hugging Face mirror are listed in the README.",
+            description="Downloads an official weight file from Hugging Face into the first registered ComfyUI "
+                        "folder of its family (an extra_model_paths.yaml entry when there is one), where the loaders "
+                        "list it. Skipped when a readable copy is already there; an empty or truncated copy is "
+                        "downloaded again. Offline, it fails at once and names the file, the URL and the folder to "
+                        "put it in. Files without a Hugging Face mirror are listed in the README.",
             is_output_node=True,
             inputs=[io.Combo.Input("file", options=names, tooltip="The official file to fetch.")],
             outputs=[io.String.Output(display_name="path", tooltip="Where the file now is.")],
@@ -58,10 +59,10 @@ class ARDownloadModel(io.ComfyNode):
 
     @classmethod
     def execute(cls, file) -> io.NodeOutput:
-        spec = download.OFFICIAL[file]
-        folders = common.folder_list(spec.folder)
-        root = Path(folders[0]).parent if folders else Path(folder_paths.models_dir)
-        path = str(download.fetch(file, root))
+        spec = download.spec(file)
+        folders = common.folder_list(spec.folder)  # the first registered path: where the loaders look first
+        dest = Path(folders[0]) if folders else Path(folder_paths.models_dir) / spec.folder
+        path = str(download.fetch(file, dest))
         return io.NodeOutput(path, ui={"text": (path,)})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,3 +121,151 @@ def test_cli_convert_keeps_inference_weights(tmp_path, capsys):
     torch.save({"x": torch.zeros(1)}, unknown)
     with pytest.raises(SystemExit, match="not a model this pack knows"):
         cli_main(["convert", str(unknown), str(tmp_path / "u.safetensors")])
+
+
+# --------------------------------------------------------------------------------- unreadable files (issue 12, item 4)
+def _torch_bytes(legacy: bool = False) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.arange(4096, dtype=torch.float32)}, buf, _use_new_zipfile_serialization=not legacy)
+    return buf.getvalue()
+
+
+def _safetensors_bytes(tmp_path) -> bytes:
+    path = save_safetensors({"w": torch.arange(4096, dtype=torch.float32)}, tmp_path / "src.safetensors")
+    return path.read_bytes()
+
+
+BROKEN = {
+    # name: (file content (bytes or a callable of tmp_path), kind, words the message must contain)
+    "empty.pth": (b"", "empty", ["empty (0 bytes)", "download"]),
+    "lfs.pth": (b"version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 351712\n", "text",
+                ["Git LFS pointer", "git lfs pull"]),
+    "page.safetensors": (b"<!DOCTYPE html><html><body>Google Drive - Virus scan warning</body></html>", "text",
+                         ["web page (HTML)", "Download the file itself"]),
+    "notes.pt": (b"these are my notes about the model\n", "text", ["text file", "these are my notes"]),
+    "cut.pth": (lambda tmp: _torch_bytes()[:3000], "truncated", ["zip archive", "cut off", "download"]),
+    "cut_legacy.pth": (lambda tmp: _torch_bytes(legacy=True)[:4000], "truncated", ["ends before its data", "download"]),
+    "cut.safetensors": (lambda tmp: _safetensors_bytes(tmp)[:5000], "truncated", ["safetensors", "cut off"]),
+    "header.safetensors": (b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all" + b"\0" * 64, "safetensors",
+                           ["damaged header"]),
+    "random.pth": (lambda tmp: np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(), "unknown",
+                   ["neither safetensors nor a torch checkpoint", "damaged"]),
+    "archive.ckpt": ("zip", "zip", ["zip archive but not a torch checkpoint", "readme.txt"]),
+}
+
+
+def _write_broken(tmp_path, name):
+    import zipfile
+
+    content = BROKEN[name][0]
+    path = tmp_path / name
+    if content == "zip":
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("readme.txt", "hello")
+    else:
+        path.write_bytes(content(tmp_path) if callable(content) else content)
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_unreadable_files_say_what_they_are_and_what_to_do(tmp_path, name):
+    """Before: a zero-byte file raised a bare EOFError, text 'KeyError: 101' or 'needs globals outside the safe
+    allow-list ... weights_only=False will likely succeed', random bytes the same pickle advice."""
+    path = _write_broken(tmp_path, name)
+    with pytest.raises(CheckpointError) as err:
+        load_state_dict(path)
+    _, kind, words = BROKEN[name]
+    msg = str(err.value)
+    assert err.value.kind == kind and err.value.path == str(path), (err.value.kind, msg)
+    assert str(path) in msg and "\n" not in msg
+    for word in words:
+        assert word in msg, (word, msg)
+    assert "weights_only" not in msg and "allow-list" not in msg and "aware-restore convert" not in msg
+
+
+def test_download_advice_names_the_download_command_for_official_files(tmp_path):
+    path = tmp_path / "universal-ir.pth"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"aware-restore download universal-ir\.pth"):
+        load_state_dict(path)
+    (tmp_path / "DAPE.pth").write_bytes(b"")  # no mirror: the generic advice
+    with pytest.raises(CheckpointError, match="download or copy it again"):
+        load_state_dict(tmp_path / "DAPE.pth")
+
+
+def test_a_folder_with_a_model_name_is_not_a_file(tmp_path):
+    (tmp_path / "w.pth").mkdir()
+    with pytest.raises(CheckpointError, match="folder, not a file") as err:
+        load_state_dict(tmp_path / "w.pth")
+    assert err.value.kind == "missing"
+    with pytest.raises(CheckpointError, match="not found") as err:
+        load_state_dict(tmp_path / "nothing.pth")
+    assert err.value.kind == "missing"
+
+
+def test_misnamed_files_are_read_by_content(tmp_path, caplog):
+    """Before: a safetensors file named .pth was 'a pickle that needs globals outside the safe allow-list', a torch
+    file named .safetensors 'Could not read ... as safetensors'."""
+    sd = _irsde_like()
+    st = save_safetensors(sd, tmp_path / "a.safetensors")
+    renamed = st.rename(tmp_path / "a.pth")
+    with caplog.at_level("INFO"):
+        out = load_state_dict(renamed)
+    assert set(out) == set(sd) and "rename it to .safetensors" in caplog.text
+    assert read_metadata(renamed)["format"] == "pt"  # metadata read by content too
+    torch.save(sd, tmp_path / "b.safetensors")
+    assert set(load_state_dict(tmp_path / "b.safetensors")) == set(sd)
+    assert read_metadata(tmp_path / "b.safetensors") == {}
+
+
+def test_foreign_globals_get_the_re_save_advice(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _Evil(tmp_path / "pwned")}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_state_dict(path)
+    msg = str(err.value)
+    assert err.value.kind == "pickle-globals" and "posix.system" in msg and "nothing in it was run" in msg
+    assert "safetensors.torch.save_file" in msg and "aware-restore convert" not in msg
+    assert not (tmp_path / "pwned").exists()
+    torch.save({"foo": 1}, tmp_path / "nodict.pth")
+    with pytest.raises(CheckpointError) as err:
+        load_state_dict(tmp_path / "nodict.pth")
+    assert err.value.kind == "not-a-state-dict"
+
+
+def test_cli_info_lists_unreadable_files_with_the_reason_and_exits_0(tmp_path, capsys):
+    """Before: one zero-byte file made `aware-restore info` crash with EOFError (exit 1, no listing)."""
+    folder = tmp_path / "models" / "daclip"
+    folder.mkdir(parents=True)
+    for name in ("empty.pth", "lfs.pth", "cut.pth", "random.pth"):
+        _write_broken(folder, name)
+    save_safetensors(_irsde_like(), tmp_path / "models" / "irsde" / "good.safetensors")
+    assert cli_main(["--models-dir", str(tmp_path / "models"), "info"]) == 0
+    text = capsys.readouterr().out
+    assert sum(line.lstrip().startswith("unreadable ") for line in text.splitlines()) == 4, text
+    assert any(line.lstrip().startswith("irsde ") for line in text.splitlines()), text
+    for kind in ("empty:", "text:", "truncated:", "unknown:"):
+        assert kind in text, text
+    assert cli_main(["--models-dir", str(tmp_path / "models"), "info", "--json"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    bad = {Path(f["file"]).name: f for f in report["files"] if f["family"] == "unreadable"}
+    assert set(bad) == {"empty.pth", "lfs.pth", "cut.pth", "random.pth"}
+    assert bad["empty.pth"]["kind"] == "empty" and "empty (0 bytes)" in bad["empty.pth"]["error"]
+
+
+def test_cli_convert_of_a_broken_file_is_one_error_line_without_traceback(tmp_path):
+    """Before: `convert` of a zero-byte file printed an EOFError traceback."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "empty.pth"
+    bad.write_bytes(b"")
+    out = subprocess.run([sys.executable, "-m", "aware_restore", "convert", str(bad), str(tmp_path / "o.safetensors")],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip() and "Warning" not in line]
+    assert len(lines) == 1 and lines[0].startswith("ERROR Cannot read") and "empty (0 bytes)" in lines[0], out.stderr

@@ -158,3 +158,85 @@ def test_overlap_is_clamped_to_half_the_tile_actually_used():
     assert count_tiles(1024, 1024, 64, 64) == 31 * 31
     g = grid(16, 1200, 32, 32, square=True)  # elongated: the tile actually used is 16, its overlap 8
     assert (g.th, g.tw, g.overlap) == (16, 16, 8) and len(g) == 1 + -(-(1200 - 16) // 8)
+
+
+# ------------------------------------------------------------------------------------------ issue 12 (reliability)
+def test_tile_counts_stay_small_when_overlap_reaches_the_tile():
+    """Before: DACLIPRestore tile 64 / overlap 64 ran 561 tiles per step on 96x80; SSEN tile 16 / overlap 16 ran
+    thousands (stride 1)."""
+    from aware_restore.core.tiling import count_tiles, effective_overlap
+
+    assert effective_overlap(64, 64) == 32 and effective_overlap(16, 16) == 8 and effective_overlap(16, 3) == 3
+    assert count_tiles(80, 96, 64, 64) == 4
+    assert count_tiles(64, 80, 16, 16) == 7 * 9
+    assert count_tiles(80, 96, 64, 1000) == count_tiles(80, 96, 64, 32)  # any overlap >= tile/2 is the same
+    x = torch.rand(1, 3, 80, 96)
+    calls = []
+    out = tiled_apply(lambda t: calls.append(t.shape) or t * 2, x, tile=64, overlap=64)
+    assert len(calls) == 4 and torch.allclose(out, x * 2, atol=1e-6)
+
+
+@pytest.mark.parametrize("w,h,process", [(16, 1200, 256), (1200, 16, 256), (8, 2048, 256), (8, 2048, 512)])
+def test_seesr_latent_tiles_of_elongated_images(w, h, process):
+    """Before: 'tile overlap 32 must be smaller than the tile 32' (16x1200 at process 256, 8x2048) — the overlap
+    was capped by tile_size, not by the tile actually used (the short side of the latent)."""
+    from aware_restore.core.seesr import plan_sizes
+    from aware_restore.core.seesr.tiles import DEFAULT_OVERLAP, DEFAULT_TILE, latent_grid
+
+    lh, lw = plan_sizes(w, h, 4, process).latent_hw
+    g = latent_grid(lh, lw, DEFAULT_TILE, DEFAULT_OVERLAP)
+    t = min(DEFAULT_TILE, lh, lw)
+    assert (g.th, g.tw, g.overlap) == (t, t, t // 2)
+    long = max(lh, lw)
+    assert len(g) == 1 + -(-(long - t) // (t - t // 2))  # one row of tiles along the long side, stride t/2
+    covered = torch.zeros(lh, lw, dtype=torch.bool)
+    for y, x in g.origins:
+        covered[y:y + t, x:x + t] = True
+    assert bool(covered.all())
+
+
+def test_check_finite_names_the_input_and_counts_pixels():
+    x = torch.rand(2, 3, 8, 8)
+    assert im.check_finite(x, "image") is x
+    x[0, :, :4, :4] = float("nan")  # 16 pixels, 48 values
+    x[1, 1, 0, 0] = float("inf")
+    with pytest.raises(im.InputError, match=r"the reference image has 17 of 128 pixels that are not finite \(NaN "
+                                            r"and infinite\)"):
+        im.check_finite(x, "reference image")
+    with pytest.raises(im.InputError, match="3 of 6 values"):
+        im.check_finite(torch.tensor([[1.0, float("nan"), 2.0], [float("-inf"), float("nan"), 0.0]]), "embedding")
+    assert im.check_finite(None, "nothing") is None
+
+
+def test_colorfix_refuses_non_finite_input_and_handles_one_pixel():
+    """Before: NaN in → NaN out (silently); adain on a 1x1 image returned NaN (unbiased variance of one pixel)."""
+    one, ref = torch.rand(2, 3, 1, 1), torch.rand(2, 3, 1, 1)
+    out = colorfix.adain(one, ref)
+    assert bool(torch.isfinite(out).all())
+    torch.testing.assert_close(out, ref)  # one pixel: its colour becomes the reference's mean
+    assert bool(torch.isfinite(colorfix.wavelet(one, ref)).all())
+    assert bool(torch.isfinite(colorfix.color_fix_to(torch.rand(1, 3, 1, 1), torch.rand(1, 3, 5, 7), "adain")).all())
+    nan = torch.rand(1, 3, 8, 8)
+    nan[..., 2, 3] = float("nan")
+    with pytest.raises(im.InputError, match="image to colour-fix has 1 of 64 pixels"):
+        colorfix.color_fix(nan, torch.rand(1, 3, 8, 8), "wavelet")
+    with pytest.raises(im.InputError, match="colour reference has 1 of 64 pixels"):
+        colorfix.color_fix_to(torch.rand(1, 3, 8, 8), nan, "adain")
+
+
+def test_channels_first_image_error_names_the_comfy_layout():
+    """Before: 'images must have 1 to 4 channels (...), got 32' — the expected [B,H,W,C] layout was not named."""
+    with pytest.raises(im.ImageInputError) as err:
+        im.from_comfy(torch.rand(1, 3, 32, 32))
+    msg = str(err.value)
+    assert "[B,H,W,C]" in msg and "channels-first" in msg and "(1, 3, 32, 32)" in msg
+
+
+def test_unreadable_image_file_is_an_input_error_naming_it(tmp_path):
+    """Before: PIL's UnidentifiedImageError (an OSError the CLI showed as a traceback)."""
+    bad = tmp_path / "photo.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(im.ImageInputError, match="cannot read the image .*photo.png"):
+        im.load_image(bad)
+    with pytest.raises(FileNotFoundError, match="nothing.png"):
+        im.load_image(tmp_path / "nothing.png")

@@ -152,7 +152,7 @@ def test_colorfix_node_batch_alpha_and_reference_sizes(comfy_env):
 
 def test_every_ui_workflow_has_an_api_twin_that_matches(comfy_env):
     from core_nodes import core_nodes
-    from workflow_tools import object_info, to_api
+    from workflow_tools import UI_ONLY_TYPES, object_info, to_api
 
     info = object_info([*core_nodes(), *comfy_env.node_classes.values()])
     ui_files = sorted(WORKFLOWS.glob("*.json"))
@@ -161,7 +161,7 @@ def test_every_ui_workflow_has_an_api_twin_that_matches(comfy_env):
         twin = WORKFLOWS / "api" / ui_file.name
         assert twin.exists(), f"{ui_file.name} has no API twin"
         ui = json.loads(ui_file.read_text())
-        if not {n["type"] for n in ui["nodes"]} <= set(info):
+        if not {n["type"] for n in ui["nodes"]} - UI_ONLY_TYPES <= set(info):
             pytest.fail(f"{ui_file.name} uses node types that are not registered")
         assert to_api(ui, info) == json.loads(twin.read_text()), ui_file.name
 
@@ -213,11 +213,174 @@ def test_cli_download_offline_names_file_url_and_folder(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(download.DownloadError) as err:
-        download.fetch("daclip_ViT-B-32.pt", tmp_path)
+        download.fetch("daclip_ViT-B-32.pt", tmp_path / "daclip")
     msg = str(err.value)
     assert "daclip_ViT-B-32.pt" in msg and "huggingface.co" in msg and str(tmp_path / "daclip") in msg
     with pytest.raises(download.DownloadError, match="drive.google.com"):
-        download.fetch("DAPE.pth", tmp_path)
+        download.fetch("DAPE.pth", tmp_path / "dape")
+
+
+# ------------------------------------------------------------------------------- downloads (issue 12, item 2)
+def _closed_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there: a connect is refused at once
+    return port
+
+
+@pytest.fixture()
+def hub(monkeypatch):
+    """A reachable 'hub' (a loopback HTTP server answering HEAD) and a fake hf_hub_download that writes the file and
+    the .cache/huggingface lock + metadata files the real one leaves in local_dir. No network."""
+    import http.server
+    import threading
+
+    import huggingface_hub
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):  # the http.server API
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    calls = []
+
+    def fake(repo_id, filename, local_dir=None, endpoint=None, **kwargs):
+        calls.append({"repo_id": repo_id, "filename": filename, "local_dir": Path(local_dir), "endpoint": endpoint})
+        meta = Path(local_dir) / ".cache" / "huggingface" / "download"
+        meta.mkdir(parents=True, exist_ok=True)
+        (meta / f"{filename}.lock").touch()
+        (meta / f"{filename}.metadata").write_text("etag")
+        out = Path(local_dir) / filename
+        torch.save({"w": torch.zeros(3)}, out)
+        return str(out)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    yield calls
+    server.shutdown()
+    server.server_close()
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.suffix == ".lock" or p.name.startswith(".") or ".cache" in p.parts)
+
+
+def test_download_node_writes_into_the_first_registered_folder(comfy_env, monkeypatch, tmp_path, hub):
+    """Before: with extra_model_paths.yaml registering '.../my_daclip_weights' the node wrote to
+    '.../daclip/<file>', which no loader lists, and left '.cache/huggingface/download/*.lock' behind."""
+    from aware_restore.nodes import common
+    from aware_restore.nodes.utils import ARDownloadModel
+
+    extra = tmp_path / "shared" / "my_daclip_weights"
+    paths, exts = folder_paths.folder_names_and_paths["daclip"]
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "daclip", ([str(extra), *paths], exts))
+    out = ARDownloadModel.execute("daclip_ViT-B-32.pt")
+    assert out.args[0] == str(extra / "daclip_ViT-B-32.pt") and Path(out.args[0]).stat().st_size > 0
+    assert hub[0]["repo_id"] == "weblzw/daclip-uir-ViT-B-32-irsde" and hub[0]["endpoint"].startswith("http://127.")
+    assert hub[0]["local_dir"].parent == extra  # downloaded next to its destination, then moved in place
+    assert _leftovers(extra) == [] and sorted(p.name for p in extra.iterdir()) == ["daclip_ViT-B-32.pt"]
+    assert not (tmp_path / "shared" / "daclip").exists()
+    assert "daclip_ViT-B-32.pt" in common.model_list("daclip")  # the loaders list it
+    again = ARDownloadModel.execute("daclip_ViT-B-32.pt")  # a readable copy is not downloaded again
+    assert again.args[0] == out.args[0] and len(hub) == 1
+
+
+@pytest.mark.parametrize("hub_state", ["refused", "silent"])
+def test_download_fails_at_once_when_the_hub_is_unreachable(tmp_path, monkeypatch, hub_state):
+    """Before: 23-40 s of retries (5 HEAD attempts with back-off), then '.cache/huggingface/download/*.lock' was
+    left in the models folder. 'refused': nothing listens; 'silent': a host that accepts and never answers (a
+    black-holed network), which the one probe gives up on after PROBE_TIMEOUT seconds."""
+    import socket
+    import time
+
+    from aware_restore.core import download
+
+    silent = None
+    if hub_state == "refused":
+        endpoint = f"http://127.0.0.1:{_closed_port()}"
+    else:
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    dest = tmp_path / "models" / "irsde"
+    t0 = time.monotonic()
+    with pytest.raises(download.DownloadError) as err:
+        download.fetch("universal-ir.pth", dest)
+    assert time.monotonic() - t0 < 5.0
+    msg = str(err.value)
+    assert "unreachable" in msg and "universal-ir.pth" in msg and "huggingface.co/weblzw" in msg and str(dest) in msg
+    assert not dest.exists() or _leftovers(dest) == []
+    if silent is not None:
+        silent.close()
+
+
+def test_download_replaces_empty_files_and_reports_folders(tmp_path, monkeypatch, hub):
+    """Before: a zero-byte file or a folder with the official name counted as 'already downloaded'."""
+    from aware_restore.core import download
+    from aware_restore.core.checkpoint import load_state_dict
+
+    dest = tmp_path / "irsde"
+    dest.mkdir()
+    (dest / "universal-ir.pth").touch()
+    path = download.fetch("universal-ir.pth", dest)
+    assert path == dest / "universal-ir.pth" and path.stat().st_size > 0 and len(hub) == 1
+    assert _leftovers(dest) == []
+    cut = dest / "wild-ir.pth"
+    cut.write_bytes(path.read_bytes()[:200])  # a truncated download
+    download.fetch("wild-ir.pth", dest)
+    assert len(hub) == 2 and cut.stat().st_size > 200 and set(load_state_dict(cut)) == {"w"}
+    (tmp_path / "daclip" / "daclip_ViT-B-32.pt").mkdir(parents=True)
+    with pytest.raises(download.DownloadError, match=r"is a folder, not the file.*remove or rename it"):
+        download.fetch("daclip_ViT-B-32.pt", tmp_path / "daclip")
+    assert (tmp_path / "daclip" / "daclip_ViT-B-32.pt").is_dir() and len(hub) == 2  # never removed
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "dape").mkdir()
+    (tmp_path / "dape" / "ram_swin_large_14m.pth").touch()
+    with pytest.raises(download.DownloadError, match="HF_HUB_OFFLINE"):
+        download.fetch("ram_swin_large_14m.pth", tmp_path / "dape")
+    (tmp_path / "dape" / "DAPE.pth").touch()  # no mirror: what is wrong and where to get it
+    with pytest.raises(download.DownloadError, match=r"DAPE.pth' is unreadable \(empty\).*drive.google.com"):
+        download.fetch("DAPE.pth", tmp_path / "dape")
+
+
+def test_download_unknown_names_list_the_known_ones(comfy_env, tmp_path, caplog):
+    """Before: ARDownloadModel raised a bare KeyError for an unknown name."""
+    from aware_restore.cli import main
+    from aware_restore.core.errors import DownloadError
+    from aware_restore.nodes.utils import ARDownloadModel
+
+    with pytest.raises(DownloadError, match=r"unknown official file 'nope.pth'; known files: daclip_ViT-B-32.pt, "):
+        ARDownloadModel.execute("nope.pth")
+    assert main(["--models-dir", str(tmp_path), "download", "nope.pth"]) == 1
+    assert "known files: daclip_ViT-B-32.pt" in caplog.text
+
+
+def test_cli_download_lands_in_the_family_folder(tmp_path, hub, capsys):
+    from aware_restore.cli import main
+
+    assert main(["--models-dir", str(tmp_path / "models"), "download", "wild-ir.pth"]) == 0
+    target = tmp_path / "models" / "irsde" / "wild-ir.pth"
+    assert capsys.readouterr().out.strip() == str(target) and target.is_file()
+    assert _leftovers(tmp_path / "models") == []
 
 
 def test_download_node_offline_error_and_existing_file(comfy_env, monkeypatch, tmp_path):
@@ -229,7 +392,7 @@ def test_download_node_offline_error_and_existing_file(comfy_env, monkeypatch, t
     with pytest.raises(Exception, match="universal-ir.pth.*huggingface.co.*models/irsde"):
         ARDownloadModel.execute("universal-ir.pth")
     folder.mkdir(parents=True)
-    (folder / "universal-ir.pth").touch()
+    torch.save({"w": torch.zeros(2)}, folder / "universal-ir.pth")
     out = ARDownloadModel.execute("universal-ir.pth")
     assert out.args[0] == str(folder / "universal-ir.pth") and out.ui["text"] == (out.args[0],)
 

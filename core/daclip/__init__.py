@@ -9,6 +9,7 @@ Library API::
     probs = classify(model, images)                                   # [B, 10] over DEGRADATIONS
 """
 
+from .arch import ARCH
 from .classify import (
     DEGRADATIONS,
     Classification,
@@ -23,7 +24,6 @@ from .classify import (
 )
 from .config import DaclipConfig, infer_config
 from .embeds import DaclipEmbeds
-from .arch import ARCH
 from .load import convert, inference_state_dict, load_daclip
 from .model import DaCLIP, build_daclip
 from .preprocess import OPENAI_MEAN, OPENAI_STD, TORCH_TOLERANCE, preprocess

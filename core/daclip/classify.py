@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..image import split_alpha
+from ..image import check_finite, split_alpha
 from ..progress import Progress
 from .embeds import DaclipEmbeds
 from .model import DaCLIP
@@ -57,6 +57,7 @@ def encode_images(model: DaCLIP, images: torch.Tensor, batch_size: int = 8, prog
     """Images ``[B,C,H,W]`` in [0,1] (gray/alpha accepted) → (clean, degradation) embeddings ``[B, D]`` (float32,
     on the CPU), ``batch_size`` images per encoder call."""
     images, _alpha = split_alpha(images)
+    check_finite(images, "image to encode")
     clean, degra = [], []
     total = images.shape[0]
     for start in range(0, total, max(1, batch_size)):

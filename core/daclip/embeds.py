@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from ..errors import InputError
+
 
 @dataclass(frozen=True)
 class DaclipEmbeds:
@@ -23,10 +25,10 @@ class DaclipEmbeds:
         for name in ("clean", "degradation"):
             t = getattr(self, name)
             if not isinstance(t, torch.Tensor) or t.ndim != 2:
-                raise ValueError(f"DaclipEmbeds.{name} must be a [B, D] tensor, got "
+                raise InputError(f"DaclipEmbeds.{name} must be a [B, D] tensor, got "
                                  f"{getattr(t, 'shape', type(t).__name__)}")
         if self.clean.shape != self.degradation.shape:
-            raise ValueError(f"DaclipEmbeds: clean {tuple(self.clean.shape)} and degradation "
+            raise InputError(f"DaclipEmbeds: clean {tuple(self.clean.shape)} and degradation "
                              f"{tuple(self.degradation.shape)} must have the same shape")
 
     @property

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .config import DaclipConfig
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class DaCLIP(nn.Module):
     def _check_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         s = self.image_size
         if pixels.ndim != 4 or pixels.shape[1] != 3 or tuple(pixels.shape[-2:]) != (s, s):
-            raise ValueError(f"DA-CLIP ({self.config.name}) expects preprocessed pixels [B, 3, {s}, {s}], got "
+            raise InputError(f"DA-CLIP ({self.config.name}) expects preprocessed pixels [B, 3, {s}, {s}], got "
                              f"{list(pixels.shape)}; use preprocess(images, {s}) first")
         return pixels.to(device=self.weight_device, dtype=self.weight_dtype)
 
@@ -159,9 +160,9 @@ class DaCLIP(nn.Module):
         if isinstance(texts, str):
             texts = [texts]
         if not texts:
-            raise ValueError("encode_text needs at least one text")
+            raise InputError("encode_text needs at least one text")
         if self.config.vocab_size != OPENAI_TOKENIZER_VOCAB:
-            raise ValueError(f"this DA-CLIP text tower has a vocabulary of {self.config.vocab_size} tokens; the "
+            raise InputError(f"this DA-CLIP text tower has a vocabulary of {self.config.vocab_size} tokens; the "
                              f"bundled CLIP tokenizer needs {OPENAI_TOKENIZER_VOCAB}")
         return _tokenizer(self.config.context_length)(list(texts))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..image import ImageInputError, resize, split_alpha
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -73,13 +74,13 @@ def preprocess(images: torch.Tensor, size: int, backend: str = "torch") -> torch
     """``[B,C,H,W]`` images in [0,1] (RGB; gray and alpha channels are handled: gray is repeated, alpha is
     ignored) → normalised pixels ``[B,3,size,size]`` float32 on the images' device."""
     if backend not in BACKENDS:
-        raise ValueError(f"preprocess backend must be one of {BACKENDS}, got {backend!r}")
+        raise InputError(f"preprocess backend must be one of {BACKENDS}, got {backend!r}")
     rgb, _alpha = split_alpha(images)
     h, w = rgb.shape[-2:]
     if min(h, w) < 1:
         raise ImageInputError(f"cannot preprocess an image of {w}x{h} pixels")
     if size < 1:
-        raise ValueError(f"size must be positive, got {size}")
+        raise InputError(f"size must be positive, got {size}")
     if backend == "pil":
         out = torch.stack([_pil_one(img, size) for img in rgb]).to(rgb.device)
     else:

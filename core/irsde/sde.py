@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from ..errors import InputError
+
 SCHEDULES = ("cosine", "linear", "constant")
 
 
@@ -29,7 +31,7 @@ def _theta_schedule(name: str, steps: int) -> torch.Tensor:
         return torch.linspace(scale * 0.0001, scale * 0.02, n, dtype=torch.float32)
     if name == "constant":
         return torch.ones(steps + 1, dtype=torch.float32)
-    raise ValueError(f"unknown IR-SDE schedule {name!r}; choose one of {SCHEDULES}")
+    raise InputError(f"unknown IR-SDE schedule {name!r}; choose one of {SCHEDULES}")
 
 
 class IRSDE:
@@ -37,9 +39,9 @@ class IRSDE:
 
     def __init__(self, max_sigma: float = 50, T: int = 100, eps: float = 0.005, schedule: str = "cosine") -> None:
         if T < 1:
-            raise ValueError(f"T must be at least 1, got {T}")
+            raise InputError(f"T must be at least 1, got {T}")
         if not 0.0 < eps < 1.0:
-            raise ValueError(f"eps must be in (0, 1), got {eps}")
+            raise InputError(f"eps must be in (0, 1), got {eps}")
         self.T = int(T)
         self.schedule = schedule
         self.eps = float(eps)
@@ -57,7 +59,7 @@ class IRSDE:
     # ------------------------------------------------------------------------------------------- scalars
     def _s(self, arr: torch.Tensor, t: int) -> torch.Tensor:
         if not 0 <= int(t) <= self.T:
-            raise ValueError(f"time step {t} is outside 0..{self.T}")
+            raise InputError(f"time step {t} is outside 0..{self.T}")
         return arr[int(t)]
 
     def timesteps(self) -> list[int]:
@@ -97,7 +99,7 @@ class IRSDE:
                        z: torch.Tensor | None) -> torch.Tensor:
         """One step of the optimal posterior sampler, ``x_t → x_{t-1}``. ``z=None`` returns the mean."""
         if int(t) < 1:
-            raise ValueError("posterior steps run for t = T..1")
+            raise InputError("posterior steps run for t = T..1")
         mean = self.posterior_mean(x, self.x0_from_noise(x, eps, t, mu), t, mu)
         return mean if z is None else mean + self.posterior_std(t) * z
 
@@ -117,4 +119,4 @@ class IRSDE:
             return self.posterior_step(x, eps, t, mu, z)
         if sampler == "sde":
             return self.sde_step(x, eps, t, mu, z)
-        raise ValueError(f"unknown sampler {sampler!r}; choose 'posterior' or 'sde'")
+        raise InputError(f"unknown sampler {sampler!r}; choose 'posterior' or 'sde'")

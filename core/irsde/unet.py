@@ -9,7 +9,6 @@ state dicts load with ``strict=True``. Every hyper-parameter is inferred from te
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..image import pad_to_multiple
+from ..shapes import count_blocks
 
 HEAD_CHANNELS = 32  # the official code fixes 32 channels per attention head
 LINEAR_ATTN_HEADS = 4
@@ -59,9 +59,12 @@ class ChannelLayerNorm(nn.Module):
         self.g = nn.Parameter(torch.ones(1, dim, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        eps = 1e-5 if x.dtype == torch.float32 else 1e-3
-        var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)
-        return (x - mean) * (var + eps).rsqrt() * self.g
+        # The official code switches eps to 1e-3 for half-precision inputs. The released networks were trained in
+        # float32 (eps 1e-5), and with 1e-3 one bf16 evaluation of the tiny test network moves by 15 % instead of
+        # 1.2 %: statistics are computed in float32 with eps 1e-5 for every dtype (identical in float32).
+        xf = x.float()
+        var, mean = torch.var_mean(xf, dim=1, unbiased=False, keepdim=True)
+        return ((xf - mean) * (var + 1e-5).rsqrt()).to(x.dtype) * self.g
 
 
 class PreNorm(nn.Module):
@@ -303,6 +306,21 @@ class ConditionalUNet(nn.Module):
             t = torch.tensor([float(t)])
         return t.reshape(-1).to(device=device, dtype=torch.float32)
 
+    def conditioning(self, t: float | torch.Tensor, text_context: torch.Tensor | None,
+                     image_context: torch.Tensor | None, dtype: torch.dtype, device: torch.device
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(time + degradation embedding ``[B, 4·nf]``, image context ``[B, 1, D]`` or None) in ``dtype``.
+
+        The sinusoidal features are computed in float32; the MLPs run in the weights' dtype (bf16/fp16 too)."""
+        c = self.config
+        feats = self.time_mlp[0](self._time(t, device))
+        temb = self.time_mlp[1:](feats.to(self.init_conv.weight.dtype)).to(dtype)
+        if c.use_degra_context and text_context is not None:
+            weights = torch.softmax(self.text_mlp(text_context.to(dtype)), dim=1)
+            temb = temb + self.prompt_mlp(weights * self.prompt)
+        ctx = image_context.to(dtype).unsqueeze(1) if c.use_image_context and image_context is not None else None
+        return temb, ctx
+
     def forward(self, xt: torch.Tensor, mu: torch.Tensor, t: float | torch.Tensor,
                 text_context: torch.Tensor | None = None, image_context: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
@@ -312,14 +330,7 @@ class ConditionalUNet(nn.Module):
         x_init = x
         if c.scale == 0.5:
             x = self.downsample(x)
-
-        temb = self.time_mlp(self._time(t, x.device)).to(x.dtype)
-        if c.use_degra_context and text_context is not None:
-            weights = torch.softmax(self.text_mlp(text_context.to(x.dtype)), dim=1)
-            temb = temb + self.prompt_mlp(weights * self.prompt)
-        ctx = None
-        if c.use_image_context and image_context is not None:
-            ctx = image_context.to(x.dtype).unsqueeze(1)
+        temb, ctx = self.conditioning(t, text_context, image_context, x.dtype, x.device)
 
         skips: list[torch.Tensor] = []
         for b1, b2, att, down in self.downs:
@@ -350,9 +361,9 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> UNetConfig:
     try:
         init = sd["init_conv.weight"]
         nf = int(init.shape[0])
-        levels = sorted({int(m.group(1)) for k in sd if (m := re.match(r"downs\.(\d+)\.", k))})
-        if not levels or levels != list(range(len(levels))):
-            raise ConfigError(f"unexpected U-Net levels {levels}")
+        levels = list(range(count_blocks(sd, "downs.", "U-Net levels")))
+        if not levels:
+            raise ConfigError("no U-Net levels ('downs.<i>.' keys)")
         ch_mult = []
         for i in levels:
             d_out = int(sd[f"downs.{i}.3.weight"].shape[0])

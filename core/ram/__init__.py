@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from .embeds import DapeEmbeds
 from .arch import CHUNK, DAPE, RAM
+from .embeds import DapeEmbeds
 from .load import build_tagger, convert, inference_state_dict, load_tagger, load_tagger_descriptor
 from .model import RamConfig, Tagger, preprocess, tag_images
 from .swin import SwinConfig

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from ..errors import InputError
+
 
 @dataclass(frozen=True)
 class DapeEmbeds:
@@ -23,10 +25,10 @@ class DapeEmbeds:
     def __post_init__(self) -> None:
         t = self.embeds
         if not isinstance(t, torch.Tensor) or t.ndim != 3:
-            raise ValueError(f"DapeEmbeds.embeds must be a [B, N, D] tensor, got "
+            raise InputError(f"DapeEmbeds.embeds must be a [B, N, D] tensor, got "
                              f"{getattr(t, 'shape', type(t).__name__)}")
         if self.tags and len(self.tags) != t.shape[0]:
-            raise ValueError(f"DapeEmbeds: {len(self.tags)} tag strings for {t.shape[0]} images")
+            raise InputError(f"DapeEmbeds: {len(self.tags)} tag strings for {t.shape[0]} images")
 
     @property
     def tokens(self) -> int:

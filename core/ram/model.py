@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, PayloadError
+from ..image import check_finite
 from ..shapes import count_blocks, dim, shape
 from . import tags as tagmod
 from .embeds import DapeEmbeds
@@ -141,13 +142,13 @@ def preprocess(images: torch.Tensor, size: int = 384, antialias: bool = True) ->
     Grayscale (1 channel) is repeated to RGB and an alpha channel is dropped.
     """
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"expected an image tensor [B,3,H,W], got {type(images).__name__}")
+        raise PayloadError(f"expected an image tensor [B,3,H,W], got {type(images).__name__}")
     if images.ndim == 3:
         images = images.unsqueeze(0)
     if images.ndim != 4 or images.shape[1] not in (1, 2, 3, 4):
-        raise ValueError(f"expected RGB images [B,3,H,W] in [0,1], got shape {tuple(images.shape)}")
+        raise InputError(f"expected RGB images [B,3,H,W] in [0,1], got shape {tuple(images.shape)}")
     if images.shape[0] == 0 or images.shape[-1] < 1 or images.shape[-2] < 1:
-        raise ValueError(f"empty image batch {tuple(images.shape)}")
+        raise InputError(f"empty image batch {tuple(images.shape)}")
     x = images[:, :3] if images.shape[1] >= 3 else images[:, :1].expand(-1, 3, -1, -1)
     x = x.float()
     if tuple(x.shape[-2:]) != (size, size):
@@ -173,7 +174,7 @@ class Tagger(nn.Module):
         self.tag_names = tuple(tag_names) if tag_names is not None else tagmod.tag_list()
         thr = thresholds if thresholds is not None else tagmod.thresholds()
         if len(self.tag_names) != cfg.num_classes or thr.shape != (cfg.num_classes,):
-            raise ValueError(f"the model has {cfg.num_classes} classes but {len(self.tag_names)} tags and "
+            raise InputError(f"the model has {cfg.num_classes} classes but {len(self.tag_names)} tags and "
                              f"{tuple(thr.shape)} thresholds were given")
         self.register_buffer("class_thresholds", thr.float().to("cpu"), persistent=False)
         self.antialias = True
@@ -194,7 +195,7 @@ class Tagger(nn.Module):
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.image_size
         if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, s, s):
-            raise ValueError(f"Tagger expects preprocessed pixels [B,3,{s},{s}] (use preprocess()), "
+            raise InputError(f"Tagger expects preprocessed pixels [B,3,{s},{s}] (use preprocess()), "
                              f"got {tuple(pixels.shape)}")
         embeds = self.image_embeds(pixels)
         queries = F.relu(self.wordvec_proj(self.label_embed)).unsqueeze(0).expand(embeds.shape[0], -1, -1)
@@ -231,6 +232,7 @@ class Tagger(nn.Module):
     def run(self, images: torch.Tensor, threshold: float | None = None, exclude: str | Iterable[str] | None = (),
             max_tags: int | None = None, antialias: bool | None = None) -> DapeEmbeds:
         """Tags and embeddings in one pass, as a ``DapeEmbeds`` payload (embeds float32 on CPU)."""
+        check_finite(images, "image to tag")
         probs, embeds = self.predict(images, antialias)
         return DapeEmbeds(embeds.float().cpu(), tuple(self.tags_from_probs(probs, threshold, exclude, max_tags)))
 
@@ -242,6 +244,7 @@ def tag_images(tagger: Tagger, images: torch.Tensor, threshold: float | None = N
     ``progress(done, B)`` after each chunk. The one batching rule for every front end."""
     if images.ndim != 4 or images.shape[0] == 0:
         raise InputError(f"tagging needs an image batch [B,3,H,W] with B >= 1; got {tuple(images.shape)}")
+    check_finite(images, "image to tag")
     n = images.shape[0]
     chunk = max(1, int(chunk))
     tags: list[str] = []

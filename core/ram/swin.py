@@ -105,6 +105,15 @@ def shift_mask(res: int, window: int, shift: int) -> torch.Tensor:
 
 
 class WindowAttention(nn.Module):
+    """Windowed multi-head self-attention with a relative-position bias (and, in shifted blocks, the shift mask).
+
+    The bias and mask enter :func:`~torch.nn.functional.scaled_dot_product_attention` as one 4-D additive mask
+    (``[1, heads, N, N]`` or ``[nW, heads, N, N]``) over 4-D ``q/k/v`` (``[B*nW, heads, N, d]``): with that layout
+    PyTorch's fused CPU/GPU kernels accept the float mask, where a 5-D or 3-D one falls back to the unfused path.
+    Bias + mask are combined once and cached per (device, dtype) while inference runs (no autograd through the
+    table); the cache is rebuilt whenever the bias table's values, device or dtype, or the mask tensor, change.
+    """
+
     def __init__(self, dim: int, heads: int, window: int) -> None:
         super().__init__()
         self.heads, self.window = heads, window
@@ -112,17 +121,44 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
         self.register_buffer("rel_index", relative_position_index(window), persistent=False)
+        self._bias_cache: tuple | None = None  # (table copy, mask, dtype, combined bias)
+
+    def _table_bias(self, dtype: torch.dtype) -> torch.Tensor:
+        table = self.relative_position_bias_table
+        n = self.window * self.window
+        return table[self.rel_index.to(table.device).view(-1)].view(n, n, -1).permute(2, 0, 1).to(dtype)
+
+    def attn_bias(self, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """The additive attention mask: ``[1, heads, N, N]`` (no shift) or ``[nW, heads, N, N]``."""
+        table = self.relative_position_bias_table
+        if torch.is_grad_enabled() and table.requires_grad:  # training: stay differentiable, no cache
+            bias = self._table_bias(dtype).unsqueeze(0)
+            return bias if mask is None else bias + mask.to(device=table.device, dtype=dtype).unsqueeze(1)
+        c = self._bias_cache
+        if (c is not None and c[1] is mask and c[2] == dtype and c[0].device == table.device
+                and c[0].dtype == table.dtype and torch.equal(c[0], table)):
+            return c[3]
+        with torch.no_grad():
+            bias = self._table_bias(dtype).unsqueeze(0)
+            if mask is not None:
+                bias = bias + mask.to(device=table.device, dtype=dtype).unsqueeze(1)
+            bias = bias.contiguous()
+            self._bias_cache = (table.detach().clone(), mask, dtype, bias)
+        return bias
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """x: [B, nW, N, C] windows → [B, nW, N, C]."""
         b, nw, n, c = x.shape
         qkv = self.qkv(x).view(b, nw, n, 3, self.heads, c // self.heads).permute(3, 0, 1, 4, 2, 5)
-        q, k, v = qkv.unbind(0)  # each [B, nW, heads, N, d]
-        table = self.relative_position_bias_table
-        bias = table[self.rel_index.to(table.device).view(-1)].view(n, n, -1).permute(2, 0, 1).to(q.dtype)
-        if mask is not None:
-            bias = bias.unsqueeze(0) + mask.to(device=q.device, dtype=q.dtype).unsqueeze(1)  # [nW, heads, N, N]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        q, k, v = qkv.unbind(0)  # each [B, nW, heads, N, d] (views)
+        bias = self.attn_bias(mask, q.dtype)
+        if bias.shape[0] == 1 or b == 1:  # windows as the batch: q/k/v stay views, the mask broadcasts or fits
+            q, k, v = (t.reshape(b * nw, self.heads, n, -1) for t in (q, k, v))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).view(b, nw, self.heads, n, -1)
+        else:  # a batch of shifted windows: fold the windows into the heads so the mask broadcasts over B
+            q, k, v = (t.reshape(b, nw * self.heads, n, -1) for t in (q, k, v))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.reshape(1, nw * self.heads, n, n))
+            out = out.view(b, nw, self.heads, n, -1)
         return self.proj(out.transpose(2, 3).reshape(b, nw, n, c))
 
 

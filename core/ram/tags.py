@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InputError
+
 DATA = Path(__file__).resolve().parent / "data"
 TAG_LIST = DATA / "ram_tag_list.txt"
 THRESHOLDS = DATA / "ram_tag_list_threshold.txt"
@@ -47,11 +49,11 @@ def select(probs: torch.Tensor, thr: torch.Tensor, names: Sequence[str], thresho
     excluded tags are dropped; ``max_tags`` keeps the most probable ones (ties broken by class order).
     """
     if probs.ndim != 2 or probs.shape[1] != len(names):
-        raise ValueError(f"probabilities {tuple(probs.shape)} do not match {len(names)} tags")
+        raise InputError(f"probabilities {tuple(probs.shape)} do not match {len(names)} tags")
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        raise InputError(f"threshold must be in [0, 1], got {threshold}")
     if max_tags is not None and max_tags < 0:
-        raise ValueError(f"max_tags must be >= 0, got {max_tags}")
+        raise InputError(f"max_tags must be >= 0, got {max_tags}")
     probs = probs.detach().float().cpu()
     limit = torch.full_like(probs[0], float(threshold)) if threshold is not None else thr.float().cpu()
     drop = normalise_exclude(exclude)

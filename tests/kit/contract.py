@@ -83,8 +83,10 @@ def _diffusers_unet_config(channels, attn, layers=1, groups=32):
 def seesr_cases():
     from aware_restore.core.seesr import build_controlnet, build_unet
 
+    # "attention-everywhere": attention on the deepest level too, as the kit's SD-2-width test model (tests/kit/seesr.py)
     for label, channels, attn, layers in (("sd2-rules", (64, 128), (True, False), 1),
-                                          ("three-levels", (64, 64, 128), (True, True, False), 2)):
+                                          ("three-levels", (64, 64, 128), (True, True, False), 2),
+                                          ("attention-everywhere", (64, 128), (True, True), 1)):
         ucfg = _diffusers_unet_config(channels, attn, layers)
         unet = _randomise(build_unet(ucfg, device="cpu"), SEED)
         yield "seesr_unet", label, _sd(unet), {}, None           # shapes alone (SD-2 rules)
@@ -115,6 +117,7 @@ def ssen_cases():
         ("no-nonlocal", SSENConfig(nf=8, n_pre=1, n_post=2, est_nf=16, groups=1, n_dcn=2, ref_blocks=2,
                                    nonlocal_blocks=False)),
         ("no-reference-branch", SSENConfig(nf=8, n_pre=1, n_post=1, use_ssen=False)),
+        ("wide-x4-stage", SSENConfig(nf=8, n_pre=1, n_post=1, est_nf=8, groups=1, hr_nf=12)),
     ):
         yield "ssen", label, _sd(_randomise(SSENet(cfg), SEED)), {}, cfg
 
