@@ -1,52 +1,172 @@
-"""SeeSR on CPU.
+"""SeeSR on CPU: the ComfyUI native path against the library's diffusers path, and memory at ×4 up to 2048².
 
-1. ``step``: seconds per sampling step (ControlNet + UNet on the CFG pair, DDPM update) and peak RSS with the
-   REAL-SIZE SeeSR UNet + ControlNet (shapes from the shipped SD-2 configs, random weights), at a small latent.
-2. ``x4_<in>``: peak RSS of a whole ×4 ``upscale`` run (resize, VAE encode, tiled sampling, VAE decode, colour fix)
-   vs output size with latent tiling on. This curve uses the TINY parity models (SeeSR fixtures, a tiny tiled
-   diffusers VAE, a stand-in text encoder), so it shows how memory SCALES with the output size (it must grow no
-   faster than the pixel count), not the absolute memory of the real model.
+Cases (each in a fresh process so peaks do not mix):
 
-Each case runs in a fresh process so peaks do not mix. Prints a table, writes benchmarks/results/seesr.json.
+1. ``step_native`` / ``step_diffusers`` (needs a ComfyUI: ``--comfy`` or ``$COMFYUI_DIR``): seconds per sampling
+   step (ControlNet + UNet + RCA on the CFG pair, Euler) with the SAME weights on both sides — the SD-2-width test
+   model of ``tests/kit/seesr.py`` (reduced SD-2 UNet at 320/640 channels + its SeeSR folder; build it once with
+   ``python -c "import sys; sys.path.insert(0, 'tests'); from kit.seesr import real_models; print(real_models())"``
+   and pass the folder as ``--kit``). Native: the core MODEL patched by SeeSR Apply through ``comfy.sample.sample``;
+   diffusers: ``core.seesr.sample``.
+2. ``x4_native_<out>`` (needs a ComfyUI): peak RSS of native tiled sampling (SeeSR Apply + SeeSR Tiled Sampling,
+   one Euler step, CFG) for ×4 outputs 256² … 2048² (latent 32² … 256², with the 8× condition image), TINY random
+   models (UNet 64/128 channels built in ComfyUI from an LDM state dict, a matching SeeSR folder). It shows how memory
+   SCALES with the output (it must grow much slower than the pixel count), not the real model's absolute memory.
+   VAE encode/decode are ComfyUI's own (VAEEncode / VAEDecodeTiled) and not part of this curve.
+3. ``step_real_size`` (``--real-size``): the real-size SeeSR UNet + ControlNet (shipped SD-2 configs, random
+   weights) on the diffusers path, one step at a small latent.
 
-    python benchmarks/bench_seesr.py [--threads N] [--latent 32] [--steps 2] [--quick]
+Prints a table and writes benchmarks/results/seesr.json.
+
+    python benchmarks/bench_seesr.py [--comfy DIR] [--kit DIR] [--threads 1] [--latent 32] [--steps 2]
+                                     [--outputs 256,512,1024,2048] [--real-size]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
+import os
 import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "seesr.json"
-FIX = ROOT / "tests" / "fixtures" / "seesr"
 
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def _randomise(model) -> None:
+def _comfy_init():
+    sys.argv = [sys.argv[0], "--cpu"]  # ComfyUI reads its options from argv (comfy on PYTHONPATH)
+    import comfy.options
+
+    comfy.options.enable_args_parsing()
+
+
+def _inputs(latent_hw: tuple[int, int], ctx: int, seed: int = 0):
     import torch
 
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim > 1:
-                fan_in = p[0].numel()
-                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
-            else:
-                p.fill_(1.0 if "norm" in name else 0.0)
+    h, w = latent_hw
+    g = torch.Generator().manual_seed(seed)
+    return {"latent": torch.randn(1, 4, h, w, generator=g), "hint": torch.rand(1, 8 * h, 8 * w, 3, generator=g),
+            "pos": torch.randn(1, 77, ctx, generator=g), "neg": torch.randn(1, 77, ctx, generator=g),
+            "states": torch.randn(1, 145, 512, generator=g)}
 
 
-def case_step(latent: int, steps: int) -> dict:
+def _native_sample(model, seesr, inp, steps: int, tile: int | None = None, overlap: int = 8) -> list[float]:
+    import comfy.sample
+    import torch
+    from aware_restore.core.ram import DapeEmbeds
+    from aware_restore.nodes import seesr_native as native
+
+    m, pos, neg = native.SeeSRApply.execute(model, [[inp["pos"], {}]], [[inp["neg"], {}]], seesr,
+                                            DapeEmbeds(inp["states"], ("",)), inp["hint"]).args
+    if tile:
+        m = native.SeeSRTiledSampling.execute(m, tile, overlap).args[0]
+    stamps = [time.perf_counter()]
+    noise = comfy.sample.prepare_noise(inp["latent"], 0)
+    with torch.inference_mode():
+        comfy.sample.sample(m, noise, steps, 5.5, "euler", "normal", pos, neg, inp["latent"], denoise=1.0,
+                            callback=lambda *a: stamps.append(time.perf_counter()), disable_pbar=True, seed=0)
+    return [b - a for a, b in itertools.pairwise(stamps)]
+
+
+def case_step_native(kit: Path, latent: int, steps: int) -> dict:
+    _comfy_init()
+    import comfy.sd
+    from aware_restore.nodes import seesr_native as native
+
+    model, _, _, _ = comfy.sd.load_checkpoint_guess_config(str(kit / "512-base-ema.safetensors"), output_vae=False,
+                                                           output_clip=False)
+    seesr = native.load_native(kit / "seesr", "fp32")
+    per = _native_sample(model, seesr, _inputs((latent, latent), 1024), steps)
+    return {"case": "step_native", "latent": latent, "steps": steps, "seconds_per_step": min(per[1:] or per),
+            "seconds_first_step": per[0], "peak_rss_mb": _rss_mb()}
+
+
+def case_step_diffusers(kit: Path, latent: int, steps: int) -> dict:
+    import torch
+    from aware_restore.core.seesr import SamplerOptions, load_seesr, sample
+
+    unet, cn = load_seesr(kit / "seesr", dtype=torch.float32)
+    inp = _inputs((latent, latent), 1024)
+    stamps = [time.perf_counter()]
+    sample(unet, cn, lr_latent=inp["latent"] * 0.18215, cond_image=inp["hint"].movedim(-1, 1), positive=inp["pos"],
+           negative=inp["neg"], image_embeds=inp["states"], generator=torch.Generator().manual_seed(0),
+           opts=SamplerOptions(steps=steps, scheduler="euler", tile_size=None),
+           progress=lambda d, t: stamps.append(time.perf_counter()))
+    per = [b - a for a, b in itertools.pairwise(stamps)]
+    return {"case": "step_diffusers", "latent": latent, "steps": steps, "seconds_per_step": min(per[1:] or per),
+            "seconds_first_step": per[0], "peak_rss_mb": _rss_mb()}
+
+
+def _tiny_models(folder: Path, seed: int = 0) -> dict:
+    """A tiny SD-style UNet (64/128 channels, 64-wide heads, text width 64) as an LDM state dict and a matching
+    SeeSR release folder in ``folder``; returns the LDM UNet tensors."""
+    import torch
+    from aware_restore.core.seesr import build_controlnet, build_unet
+    from aware_restore.core.seesr.layout import split_rca, to_ldm
+    from diffusers import ControlNetModel, UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    cfg = {"_class_name": "UNet2DConditionModel", "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
+           "block_out_channels": [64, 128], "down_block_types": ["CrossAttnDownBlock2D"] * 2,
+           "up_block_types": ["CrossAttnUpBlock2D"] * 2, "attention_head_dim": [1, 2], "cross_attention_dim": 64,
+           "use_linear_projection": True, "norm_num_groups": 32, "use_image_cross_attention": True}
+    torch.manual_seed(seed)
+    unet = build_unet(cfg, device="cpu")
+    plain = UNet2DConditionModel.from_config({k: v for k, v in cfg.items()
+                                              if k not in ("_class_name", "use_image_cross_attention")})
+    plain.load_state_dict(split_rca(unet.state_dict())[0])
+    base = ControlNetModel.from_unet(plain)
+    cn = build_controlnet({"_class_name": "ControlNetModel", **dict(base.config), "use_image_cross_attention": True},
+                          device="cpu")
+    cn.load_state_dict({**cn.state_dict(), **base.state_dict()})
+    for part, m in (("unet", unet), ("controlnet", cn)):
+        d = folder / part
+        d.mkdir(parents=True, exist_ok=True)
+        c = {k: v for k, v in dict(m.config).items() if not k.startswith("_")}
+        (d / "config.json").write_text(json.dumps({"_class_name": type(m).__name__, **c,
+                                                   "use_image_cross_attention": True}))
+        save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(d / "diffusion_pytorch_model.safetensors"))
+    return to_ldm(split_rca(unet.state_dict())[0], cfg, "unet")
+
+
+def case_x4_native(out_px: int, tile: int, overlap: int) -> dict:
+    _comfy_init()
+    import comfy.model_detection
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    from aware_restore.nodes import seesr_native as native
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sd = _tiny_models(Path(tmp))
+        mc = comfy.model_detection.model_config_from_unet(sd, "", use_base_if_no_match=True)
+        base = mc.get_model(sd, "")
+        base.load_model_weights(sd, "")
+        model = comfy.model_patcher.ModelPatcher(base, mm.get_torch_device(), mm.unet_offload_device())
+        seesr = native.load_native(Path(tmp), "fp32")
+    latent = out_px // 8
+    inp = _inputs((latent, latent), 64)
+    before = _rss_mb()
+    t0 = time.perf_counter()
+    _native_sample(model, seesr, inp, 1, tile, overlap)
+    n = len(native.latent_grid(latent, latent, tile, overlap))
+    return {"case": f"x4_native_{out_px}", "output": out_px, "latent": latent, "tile": tile, "overlap": overlap,
+            "tiles": n, "seconds": time.perf_counter() - t0, "rss_before_sampling_mb": before,
+            "peak_rss_mb": _rss_mb(), "models": "tiny random models (scaling curve only)"}
+
+
+def case_step_real_size(latent: int, steps: int) -> dict:
     import torch
     from aware_restore.core.seesr import (
         SamplerOptions,
@@ -54,125 +174,100 @@ def case_step(latent: int, steps: int) -> dict:
         build_unet,
         sample,
     )
-    from aware_restore.core.seesr.load import read_config
 
     data = ROOT / "core" / "seesr" / "data"
     models = []
     for build, cfg in ((build_unet, "unet_config.json"), (build_controlnet, "controlnet_config.json")):
         m = build(json.loads((data / cfg).read_text()), device="meta").to_empty(device="cpu")
-        _randomise(m)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p[0].numel()) if p.ndim > 1
+                        else torch.full_like(p, 1.0 if "norm" in name else 0.0))
         models.append(m.eval().requires_grad_(False))
-    params = sum(p.numel() for m in models for p in m.parameters())
-    g = torch.Generator().manual_seed(0)
-    stamps: list[float] = []
-    t0 = time.perf_counter()
-    sample(*models, lr_latent=torch.randn(1, 4, latent, latent, generator=g),
-           cond_image=torch.rand(1, 3, 8 * latent, 8 * latent, generator=g),
-           positive=torch.randn(1, 77, 1024, generator=g), negative=torch.randn(1, 77, 1024, generator=g),
-           image_embeds=torch.randn(1, 145, 512, generator=g), generator=torch.Generator().manual_seed(1),
+    inp = _inputs((latent, latent), 1024)
+    stamps = [time.perf_counter()]
+    sample(*models, lr_latent=inp["latent"], cond_image=inp["hint"].movedim(-1, 1), positive=inp["pos"],
+           negative=inp["neg"], image_embeds=inp["states"], generator=torch.Generator().manual_seed(1),
            opts=SamplerOptions(steps=steps, tile_size=None), progress=lambda d, t: stamps.append(time.perf_counter()))
-    per = [b - a for a, b in zip([t0, *stamps[:-1]], stamps)]
-    del read_config
-    return {"case": f"step_latent{latent}", "latent": latent, "image_px": 8 * latent, "steps": steps,
-            "seconds_per_step": min(per[1:] or per), "seconds_first_step": per[0], "params_m": params / 1e6,
-            "peak_rss_mb": _rss_mb()}
+    per = [b - a for a, b in itertools.pairwise(stamps)]
+    return {"case": "step_real_size", "latent": latent, "steps": steps, "seconds_per_step": min(per[1:] or per),
+            "params_m": sum(p.numel() for m in models for p in m.parameters()) / 1e6, "peak_rss_mb": _rss_mb()}
 
 
-def case_x4(size: int, tile: int, overlap: int) -> dict:
-    import torch
-    from aware_restore.core.ram import DapeEmbeds
-    from aware_restore.core.seesr import (
-        SamplerOptions,
-        UpscaleOptions,
-        load_seesr,
-        plan_sizes,
-        upscale,
-    )
-    from diffusers import AutoencoderKL
-
-    unet, cn = load_seesr(FIX)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        vae = AutoencoderKL(block_out_channels=(8, 8, 8, 8), norm_num_groups=4, layers_per_block=1,
-                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                            sample_size=256).eval()
-    vae.enable_tiling()
-
-    def enc(x):
-        with torch.inference_mode():
-            return vae.encode(x * 2 - 1).latent_dist.mode()
-
-    def dec(z):
-        with torch.inference_mode():
-            return (vae.decode(z).sample + 1) / 2
-
-    g = torch.Generator().manual_seed(0)
-    img = torch.rand(1, 3, size, size, generator=g)
-    emb = DapeEmbeds(torch.randn(1, 145, 512, generator=g), ("tag",))
-    base = _rss_mb()
-    t0 = time.perf_counter()
-    out = upscale(img, unet, cn, encode_text=lambda t: torch.randn(len(t), 77, 32, generator=g), vae_encode=enc,
-                  vae_decode=dec, dape_embeds=emb, seed=0,
-                  options=UpscaleOptions(process_size=64, sampler=SamplerOptions(steps=1, tile_size=tile,
-                                                                                 tile_overlap=overlap)))
-    plan = plan_sizes(size, size, 4, 64)
-    return {"case": f"x4_{size}", "input": size, "output": list(out.shape[-2:]), "latent": list(plan.latent_hw),
-            "tile": tile, "overlap": overlap, "seconds": time.perf_counter() - t0, "rss_before_mb": base,
-            "peak_rss_mb": _rss_mb(), "models": "tiny parity models (scaling curve only)"}
-
-
-def _child(args: argparse.Namespace) -> None:
+def _child(a: argparse.Namespace) -> None:
     import torch
 
-    torch.set_num_threads(args.threads)
-    kind, _, val = args.case.partition(":")
-    res = case_step(int(val), args.steps) if kind == "step" else case_x4(int(val), args.tile, args.overlap)
-    sys.stdout.write(json.dumps(res) + "\n")
+    torch.set_num_threads(a.threads)
+    kind, _, val = a.case.partition(":")
+    if kind == "step_native":
+        res = case_step_native(Path(a.kit), a.latent, a.steps)
+    elif kind == "step_diffusers":
+        res = case_step_diffusers(Path(a.kit), a.latent, a.steps)
+    elif kind == "x4_native":
+        res = case_x4_native(int(val), a.tile, a.overlap)
+    else:
+        res = case_step_real_size(a.latent, a.steps)
+    sys.stdout.write("RESULT " + json.dumps(res) + "\n")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--latent", type=int, default=32)
+    p.add_argument("--comfy", default=os.environ.get("COMFYUI_DIR"), help="ComfyUI checkout (native cases)")
+    p.add_argument("--kit", help="the kit's SD-2-width model folder (tests/kit/seesr.py real_models())")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--latent", type=int, default=32, help="latent side of the per-step cases")
     p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--tile", type=int, default=32, help="latent tile for the x4 curve (tiny models)")
+    p.add_argument("--tile", type=int, default=32, help="latent tile of the x4 curve (tiny models)")
     p.add_argument("--overlap", type=int, default=8)
-    p.add_argument("--sizes", default="64,128,256,512", help="input sizes of the x4 curve")
-    p.add_argument("--quick", action="store_true", help="x4 curve only up to 256")
+    p.add_argument("--outputs", default="256,512,1024,2048", help="output sides of the x4 curve")
+    p.add_argument("--real-size", action="store_true", help="also time the real-size models (diffusers, slow)")
     p.add_argument("--case", help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.case:
-        return _child(args)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    if args.quick:
-        sizes = [s for s in sizes if s <= 256]
-    cases = [f"step:{args.latent}", *[f"x4:{s}" for s in sizes]]
+    a = p.parse_args()
+    if a.case:
+        return _child(a)
+    cases = []
+    if a.comfy and a.kit:
+        cases += ["step_native", "step_diffusers"]
+    if a.comfy:
+        cases += [f"x4_native:{o}" for o in a.outputs.split(",")]
+    if a.real_size:
+        cases.append("step_real_size")
+    if not cases:
+        raise SystemExit("nothing to run: pass --comfy (and --kit) for the native cases, or --real-size")
     rows = []
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+    if a.comfy:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [a.comfy, env.get("PYTHONPATH")]))
     for case in cases:
-        cmd = [sys.executable, __file__, "--case", case, "--threads", str(args.threads), "--steps", str(args.steps),
-               "--tile", str(args.tile), "--overlap", str(args.overlap)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            sys.stderr.write(out.stderr[-2000:])
+        cmd = [sys.executable, __file__, "--case", case, "--threads", str(a.threads), "--latent", str(a.latent),
+               "--steps", str(a.steps), "--tile", str(a.tile), "--overlap", str(a.overlap), "--kit", str(a.kit)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=a.comfy or None)
+        lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+        if out.returncode != 0 or not lines:
+            sys.stderr.write(f"{case} failed:\n{out.stderr[-3000:]}\n")
             continue
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rows.append(json.loads(lines[-1][len("RESULT "):]))
         sys.stderr.write(f"done {case}\n")
-    x4 = [r for r in rows if r["case"].startswith("x4_")]
-    for r in x4:
-        r["output_mpx"] = r["output"][0] * r["output"][1] / 1e6
-    result = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
-                          "threads": args.threads}, "cases": rows}
+    x4 = [r for r in rows if r["case"].startswith("x4_native_")]
+    if x4:
+        first = x4[0]
+        for r in x4:
+            r["pixels_x"] = (r["output"] / first["output"]) ** 2
+            r["rss_growth_mb"] = r["peak_rss_mb"] - first["peak_rss_mb"]
+    result = {"machine": {"platform": platform.platform(), "python": platform.python_version(), "threads": a.threads,
+                          "device": "cpu"}, "cases": rows}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    lines = ["| case | size | s/step or s | peak RSS MB |", "|---|---|---|---|"]
+    lines = ["| case | size | time | peak RSS MB |", "|---|---|---|---|"]
     for r in rows:
         if r["case"].startswith("step"):
-            lines.append(f"| real-size UNet+ControlNet, CFG pair, {r['params_m']:.0f} M params | latent "
-                         f"{r['latent']}² ({r['image_px']}² px) | {r['seconds_per_step']:.2f} s/step | "
-                         f"{r['peak_rss_mb']:.0f} |")
+            lines.append(f"| {r['case']} (CFG pair, ControlNet + UNet + RCA) | latent {r['latent']}² | "
+                         f"{r['seconds_per_step']:.2f} s/step | {r['peak_rss_mb']:.0f} |")
         else:
-            lines.append(f"| ×4 run, tiny models, tile {r['tile']}/{r['overlap']} | {r['input']}² → "
-                         f"{r['output'][1]}×{r['output'][0]} | {r['seconds']:.1f} s | {r['peak_rss_mb']:.0f} |")
+            lines.append(f"| ×4 native tiled, tiny models, tile {r['tile']}/{r['overlap']} ({r['tiles']} tiles) | "
+                         f"{r['output']}² (latent {r['latent']}²) | {r['seconds']:.1f} s/step | "
+                         f"{r['peak_rss_mb']:.0f} (+{r['rss_growth_mb']:.0f} for ×{r['pixels_x']:.0f} pixels) |")
     sys.stdout.write("\n".join(lines) + "\n")
 
 

@@ -64,6 +64,13 @@ OFFICIAL: dict[str, OfficialFile] = {
         OfficialFile("DAPE.pth", "dape", "https://drive.google.com/file/d/1KIV6VewwO2eDC9g4Gcvgm-a0LDI7Lmwm/view"),
         OfficialFile("seesr", "seesr", "https://github.com/cswry/SeeSR#-quick-inference (folder with unet/ and "
                      "controlnet/)"),
+        # ComfyUI-core checkpoints the SeeSR examples load (MODEL + CLIP + VAE through CheckpointLoaderSimple)
+        OfficialFile("512-base-ema.safetensors", "checkpoints",
+                     "https://huggingface.co/stabilityai/stable-diffusion-2-base/blob/main/512-base-ema.safetensors",
+                     "stabilityai/stable-diffusion-2-base", "512-base-ema.safetensors"),
+        OfficialFile("sd_turbo.safetensors", "checkpoints",
+                     "https://huggingface.co/stabilityai/sd-turbo/blob/main/sd_turbo.safetensors",
+                     "stabilityai/sd-turbo", "sd_turbo.safetensors"),
     )
 }
 

@@ -90,12 +90,11 @@ def model_dirs(folder: str, required: Sequence[str]) -> list[str]:
 
 
 def _inside(base: Path, name: str) -> Path | None:
-    """``base/name`` when it stays inside ``base`` (no ``..``, no absolute names), else None."""
-    if not name or os.path.isabs(name) or Path(name).drive:
+    """``base/name`` when the name stays inside ``base`` (no ``..`` part, not absolute), else None. Checked on the
+    name, not on the resolved path, so a folder the user symlinked into the models folder is found."""
+    if not name or os.path.isabs(name) or Path(name).drive or ".." in Path(name.replace("\\", "/")).parts:
         return None
-    cand = (base / name).resolve()
-    root = base.resolve()
-    return cand if cand == root or root in cand.parents else None
+    return base / name
 
 
 def resolve_dir(folder: str, name: str, title: str) -> Path:

@@ -240,6 +240,54 @@ NODE_ROWS = {
 }
 
 
+# ---------------------------------------------------------------- SeeSR nodes (the sampling itself runs in a real
+# ComfyUI: tests/test_comfyui_integration.py; core SeeSR rows are SEESR_ROWS below)
+def _vae():
+    import sd_nodes
+
+    return sd_nodes.CheckpointLoaderSimple.execute("512-base-ema.safetensors").args[2]
+
+
+def _lr(ctx, image):
+    return ctx.node("SeeSRLREmbedding").execute(_vae(), image, 4, 64).args
+
+
+def r_lr_shapes(ctx):
+    for x in (img(1, 6, 8, 4), img(1, 6, 8, 1), img(1, 1, 1), img(1, 2, 40)):
+        latent, cond = _lr(ctx, x)
+        finite_image(cond)
+        h, w = cond.shape[1:3]
+        assert cond.shape[-1] == 3 and h % 8 == 0 and w % 8 == 0 and w / h >= x.shape[2] / x.shape[1] / 2
+        assert tuple(latent["samples"].shape[-2:]) == (h // 8, w // 8)
+
+
+def r_tiled_sampling_overlap(ctx):
+    import comfy.model_patcher
+    import comfy.patcher_extension
+
+    base = comfy.model_patcher.ModelPatcher(torch.nn.Linear(2, 2), torch.device("cpu"), torch.device("cpu"))
+    m = ctx.node("SeeSRTiledSampling").execute(base, 16, 256).args[0]
+    assert m is not base and m.get_wrappers(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, "aware_restore_seesr_tiles")
+    from aware_restore.core.seesr.tiles import latent_grid
+
+    assert latent_grid(40, 40, 16, 256).overlap == 8  # clamped to half the tile, stride 8: 16 tiles, not 625
+
+
+NODE_ROWS.update({
+    "SeeSRLoader/outside-folder": (lambda c: c.node("SeeSRLoader").execute("../seesr", "fp32"),
+                                   Err(FileNotFoundError, "SeeSR folder '../seesr' was not found")),
+    "SeeSRLoader/missing": (lambda c: c.node("SeeSRLoader").execute("nope", "fp32"),
+                            Err(FileNotFoundError, "searched")),
+    "SeeSRPrompt/empty-tags": (lambda c: c.node("SeeSRPrompt").execute("", ""), OK),
+    "SeeSRLREmbedding/rgba-gray-1x1-elongated": (r_lr_shapes, OK),
+    "SeeSRLREmbedding/nan": (lambda c: _lr(c, nan_img()), Err(InputError, "LR image has 16 of 256 pixels")),
+    "SeeSRLREmbedding/empty": (lambda c: _lr(c, empty_img()), Err(InputError, "batch is empty")),
+    "SeeSRApply/payload-model": (lambda c: c.node("SeeSRApply").execute(None, [], [], c.payload("dape"), None, img()),
+                                 Err(PayloadError, "'seesr_model' input must be a SEESR_MODEL.*got ram")),
+    "SeeSRTiledSampling/overlap>=tile": (r_tiled_sampling_overlap, OK),
+})
+
+
 def _download_offline(ctx):
     ctx.monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import folder_paths
@@ -537,16 +585,11 @@ SEESR_ROWS = {
                               Err(InputError, "condition image batch has 2 entries but the image batch has 3")),
     "SeeSR-core/upscale-nan": (lambda m: _upscale(m, torch.full((1, 3, 4, 4), float("nan"))),
                                Err(InputError, "image to upscale has 16 of 16 pixels")),
-    # open gaps of core/seesr/pipeline.upscale (owned by the SeeSR rewrite): strict xfails, so fixing them shows up
     "SeeSR-core/upscale-empty": (lambda m: _upscale(m, torch.rand(0, 3, 4, 4)), Err(InputError, "empty")),
     "SeeSR-core/upscale-gray": (lambda m: finite_image(_upscale(m, torch.rand(1, 1, 4, 4)), (1, 3, 16, 16)), OK),
-    "SeeSR-core/upscale-rgba": (lambda m: _upscale(m, torch.rand(1, 4, 4, 4)), OK),
+    "SeeSR-core/upscale-rgba": (lambda m: finite_image(_upscale(m, torch.rand(1, 4, 4, 4)), (1, 4, 16, 16)), OK),
 }
-SEESR_GAPS = {
-    "SeeSR-core/upscale-empty": "upscale() with an empty batch fails inside torch.cat (bare ValueError)",
-    "SeeSR-core/upscale-gray": "upscale() raises a bare ValueError for 1-channel images (other families accept gray)",
-    "SeeSR-core/upscale-rgba": "upscale() raises a bare ValueError for RGBA (other families drop/keep alpha)",
-}
+SEESR_GAPS: dict[str, str] = {}  # rows of known gaps (strict xfail); none left
 
 
 # ---------------------------------------------------------------- running a row
@@ -578,10 +621,10 @@ def test_seesr_core(row, seesr_models):
 
 
 def test_every_node_has_rows(comfy_env):
-    """Each node of the pack appears in the table (SeeSR nodes: see the module docstring)."""
+    """Each node of the pack appears in the table."""
     covered = {r.split("/")[0] for r in NODE_ROWS}
     aliases = {"DACLIPClassifyDegradation": "DACLIPClassify", "DACLIPDegradationFromText": "DACLIPFromText"}
-    missing = {n for n in comfy_env.node_classes if aliases.get(n, n) not in covered and not n.startswith("SeeSR")}
+    missing = {n for n in comfy_env.node_classes if aliases.get(n, n) not in covered}
     assert not missing, missing
 
 

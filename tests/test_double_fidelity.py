@@ -32,8 +32,24 @@ CHECKED = {
         "free_memory", "interrupt_current_processing", "processing_interrupted", "vae_dtype", "is_device_cpu",
     ],
     "comfy/utils.py": ["ProgressBar.__init__", "ProgressBar.update_absolute", "ProgressBar.update",
-                       "set_progress_bar_global_hook"],
-    "comfy/model_patcher.py": ["ModelPatcher.__init__", "ModelPatcher.model_size", "ModelPatcher.clone"],
+                       "set_progress_bar_global_hook", "common_upscale"],
+    "comfy/model_patcher.py": ["ModelPatcher.__init__", "ModelPatcher.model_size", "ModelPatcher.clone",
+                               "ModelPatcher.is_clone", "ModelPatcher.get_model_object", "ModelPatcher.add_object_patch",
+                               "ModelPatcher.add_wrapper", "ModelPatcher.add_wrapper_with_key",
+                               "ModelPatcher.remove_wrappers_with_key", "ModelPatcher.get_wrappers",
+                               "ModelPatcher.get_all_wrappers", "ModelPatcher.set_additional_models",
+                               "ModelPatcher.remove_additional_models", "ModelPatcher.get_additional_models_with_key",
+                               "ModelPatcher.get_additional_models"],
+    # SeeSR native: the control contract and the wrapper machinery (tests/test_seesr_native.py)
+    "comfy/controlnet.py": ["broadcast_image_to", "ControlBase.__init__", "ControlBase.set_cond_hint",
+                            "ControlBase.pre_run", "ControlBase.set_previous_controlnet", "ControlBase.cleanup",
+                            "ControlBase.get_models", "ControlBase.get_extra_hooks", "ControlBase.copy_to",
+                            "ControlBase.inference_memory_requirements", "ControlBase.control_merge",
+                            "ControlBase.set_extra_arg"],
+    "comfy/patcher_extension.py": ["add_wrapper", "add_wrapper_with_key", "get_wrappers_with_key", "get_all_wrappers",
+                                   "WrapperExecutor.__init__", "WrapperExecutor.__call__", "WrapperExecutor.execute",
+                                   "WrapperExecutor._create_next_executor", "WrapperExecutor.new_executor",
+                                   "WrapperExecutor.new_class_executor"],
     # the SD objects the SeeSR nodes call (CLIP from Load Checkpoint, VAE); doubled in sd_nodes.py
     "comfy/sd.py": ["CLIP.tokenize", "CLIP.encode_from_tokens", "CLIP.encode_from_tokens_scheduled", "CLIP.encode",
                     "CLIP.clone", "VAE.encode", "VAE.decode", "VAE.encode_tiled", "VAE.decode_tiled",
@@ -95,3 +111,37 @@ def test_schema_fields_match_comfyui():
     real = fields(ast.parse((Path(COMFYUI_DIR) / "comfy_api/latest/_io.py").read_text()))
     ours = fields(ast.parse((DOUBLE / "comfy_api/latest/_io.py").read_text()))
     assert real == ours
+
+
+def test_double_constants_match_comfyui():
+    """Names the double hard-codes: the wrapper types, the ControlBase attributes set in __init__, the sampler and
+    scheduler lists of KSampler (sd_nodes.py)."""
+    import re
+
+    def assigns(tree, cls_name, fn_name):
+        cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls_name)
+        if fn_name is None:
+            return {t.targets[0].id: ast.unparse(t.value) for t in cls.body
+                    if isinstance(t, ast.Assign) and isinstance(t.targets[0], ast.Name)}
+        fn = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == fn_name)
+        targets = [t.targets[0] if isinstance(t, ast.Assign) else t.target for t in ast.walk(fn)
+                   if isinstance(t, (ast.Assign, ast.AnnAssign))]
+        return {ast.unparse(t) for t in targets if ast.unparse(t).startswith("self.")}
+
+    real = ast.parse((Path(COMFYUI_DIR) / "comfy/patcher_extension.py").read_text())
+    ours = ast.parse((DOUBLE / "comfy/patcher_extension.py").read_text())
+    assert assigns(real, "WrappersMP", None) == assigns(ours, "WrappersMP", None)
+    real = ast.parse((Path(COMFYUI_DIR) / "comfy/controlnet.py").read_text())
+    ours = ast.parse((DOUBLE / "comfy/controlnet.py").read_text())
+    assert assigns(real, "ControlBase", "__init__") == assigns(ours, "ControlBase", "__init__")
+    import sys
+
+    sys.path.insert(0, str(DOUBLE))
+    import sd_nodes
+
+    text = (Path(COMFYUI_DIR) / "comfy/samplers.py").read_text()
+    ksampler = ast.literal_eval(re.search(r"^KSAMPLER_NAMES = (\[.*?\])", text, re.DOTALL | re.MULTILINE).group(1))
+    extra = ast.literal_eval(re.search(r"^SAMPLER_NAMES = KSAMPLER_NAMES \+ (\[.*?\])", text, re.MULTILINE).group(1))
+    assert sd_nodes.SAMPLER_NAMES == ksampler + extra
+    handlers = re.search(r"^SCHEDULER_HANDLERS = \{(.*?)^\}", text, re.DOTALL | re.MULTILINE).group(1)
+    assert sd_nodes.SCHEDULER_NAMES == re.findall(r'^\s*"(\w+)":', handlers, re.MULTILINE)

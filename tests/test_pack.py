@@ -23,7 +23,7 @@ EXPECTED_NODES = {
     "DACLIPLoader", "DACLIPEncode", "DACLIPClassifyDegradation", "DACLIPDegradationFromText",
     "IRSDELoader", "DACLIPRestore",
     "DAPELoader", "DAPETagger",
-    "SeeSRLoader", "SeeSRPrompt", "SeeSRLREmbedding", "SeeSRSampler", "SeeSRUpscale",
+    "SeeSRLoader", "SeeSRPrompt", "SeeSRLREmbedding", "SeeSRApply", "SeeSRTiledSampling",
     "SSENLoader", "SSENReferenceSR", "SSENOffsetMap",
 }
 
@@ -78,8 +78,8 @@ def test_every_expected_node_is_registered_with_metadata(comfy_env):
                                             "DACLIPDegradationFromText"}),
                                 ("irsde", {"IRSDELoader", "DACLIPRestore"}),
                                 ("dape", {"DAPELoader", "DAPETagger"}),
-                                ("seesr", {"SeeSRLoader", "SeeSRPrompt", "SeeSRLREmbedding", "SeeSRSampler",
-                                           "SeeSRUpscale"}),
+                                ("seesr", {"SeeSRLoader", "SeeSRPrompt", "SeeSRLREmbedding", "SeeSRApply",
+                                           "SeeSRTiledSampling"}),
                                 ("ssen", {"SSENLoader", "SSENReferenceSR", "SSENOffsetMap"})):
         if (ROOT / "nodes" / f"{fam_file}.py").exists():
             assert not (fam_nodes & missing), f"{fam_file}: {fam_nodes & missing} not registered"
@@ -168,12 +168,17 @@ def test_every_ui_workflow_has_an_api_twin_that_matches(comfy_env):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (WORKFLOWS / "api").glob("*.json")))
 def test_every_api_workflow_executes(comfy_env, name):
-    """Every shipped API workflow validates and runs with the tiny models. Diffusion step counts are capped at 2
-    to keep CI fast (the family tests run their workflows with the official settings where that is cheap)."""
+    """Every shipped API workflow validates and runs with the tiny models (the KSampler graphs validate here and
+    run in the real-ComfyUI integration test)."""
     prompt = json.loads((WORKFLOWS / "api" / name).read_text())
-    for node in prompt.values():
-        if isinstance(node["inputs"].get("steps"), int) and node["class_type"].startswith("SeeSR"):
-            node["inputs"]["steps"] = min(node["inputs"]["steps"], 2)
+    if any(n["class_type"] == "KSampler" for n in prompt.values()):
+        # the native SeeSR graphs sample with core KSampler, which the double has only as a schema (no diffusion
+        # model runs there): they are validated here and run in a real ComfyUI (tests/test_comfyui_integration.py)
+        for n in prompt.values():
+            if n["class_type"] == "CheckpointLoaderSimple":  # the double's models tree has one checkpoint name
+                n["inputs"]["ckpt_name"] = "512-base-ema.safetensors"
+        comfy_env.runner.validate(prompt)
+        return
     res = comfy_env.run(prompt)
     assert res.ui, f"{name} produced no output"
     for node_id, ui in res.ui.items():

@@ -1,6 +1,6 @@
 """Workflows that travel: the loaders' ``properties.models`` entries (what ComfyUI's frontend reads to list missing
 models with a download link) agree with the download table (``core/download.py`` OFFICIAL, plus the core-node files
-in ``tests/workflow_tools.py`` COMPANION), and every loader that loads a table file carries its entry."""
+incl. the SD-2 checkpoints), and every loader that loads a table file carries its entry."""
 
 from __future__ import annotations
 
@@ -31,9 +31,8 @@ def info():
 
 
 def _table():
-    from workflow_tools import COMPANION
 
-    return {**OFFICIAL, **COMPANION}
+    return dict(OFFICIAL)
 
 
 def _nodes(path):

@@ -8,7 +8,7 @@ A spec is JSON: {"nodes": [{"id": 1, "type": "LoadImage", "widgets": {"image": "
                             "inputs": {"x": [src_id, src_slot]}, "pos": [x, y], "title": "..."}...]}
 
 Workflows that travel: every node whose widget values name a file of the download table (``core/download.py``
-``OFFICIAL``, plus ``COMPANION`` below for the ComfyUI-core files the examples load) gets ComfyUI's
+``OFFICIAL``, which also lists the ComfyUI-core checkpoints the SeeSR examples load) gets ComfyUI's
 ``properties.models`` entries ``{"name", "url", "directory"}``, the format of ComfyUI's core templates. The
 frontend reads them on load (``getSelectedModelsMetadata``: only entries whose ``name`` is one of the node's widget
 values), looks ``name`` up among the files of the model folder ``directory`` (a folder unknown to the server is
@@ -29,25 +29,13 @@ import re
 import sys
 from pathlib import Path
 
-from aware_restore.core.download import OFFICIAL, OfficialFile
+from aware_restore.core.download import OFFICIAL, OfficialFile  # noqa: F401
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 SPECS = TESTS / "workflow_specs"
 
-# Files the examples load through ComfyUI core nodes (not this pack's download table), with their direct URL.
-COMPANION: dict[str, OfficialFile] = {
-    f.filename: f
-    for f in (
-        OfficialFile("512-base-ema.safetensors", "checkpoints",
-                     "https://huggingface.co/stabilityai/stable-diffusion-2-base/blob/main/512-base-ema.safetensors",
-                     "stabilityai/stable-diffusion-2-base", "512-base-ema.safetensors"),
-        OfficialFile("sd_turbo.safetensors", "checkpoints",
-                     "https://huggingface.co/stabilityai/sd-turbo/blob/main/sd_turbo.safetensors",
-                     "stabilityai/sd-turbo", "sd_turbo.safetensors"),
-    )
-}
-MODEL_TABLE: dict[str, OfficialFile] = {**OFFICIAL, **COMPANION}
+MODEL_TABLE: dict[str, OfficialFile] = dict(OFFICIAL)  # the download table, incl. the SD-2 checkpoints
 UI_ONLY_TYPES = frozenset({"Note", "MarkdownNote"})  # frontend-only nodes: no schema, skipped by the API conversion
 MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pth", ".pt")  # what the frontend's missing-model dialog accepts
 NOTE_WIDTH = 440

@@ -18,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
+from ..shapes import count_blocks, shape
+
 MASK_VALUE = -100.0  # the value the official Swin puts between tokens of different shifted regions
 
 
@@ -44,31 +47,25 @@ class SwinConfig:
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, torch.Tensor], prefix: str = "", image_size: int | None = None,
                         ) -> SwinConfig:
-        proj = sd[f"{prefix}patch_embed.proj.weight"]
-        depths: dict[int, int] = {}
-        pat = re.compile(re.escape(prefix) + r"layers\.(\d+)\.blocks\.(\d+)\.")
-        for k in sd:
-            m = pat.match(k)
-            if m:
-                i, j = int(m.group(1)), int(m.group(2))
-                depths[i] = max(depths.get(i, 0), j + 1)
-        if not depths or sorted(depths) != list(range(len(depths))):
-            raise ValueError("not a Swin state dict: no consecutive 'layers.<i>.blocks.<j>' keys")
+        proj = shape(sd, f"{prefix}patch_embed.proj.weight", 4, "Swin")
+        stages = count_blocks(sd, f"{prefix}layers.", "Swin stages")
+        depths = [count_blocks(sd, f"{prefix}layers.{i}.blocks.", "Swin blocks") for i in range(stages)]
+        if not stages or not all(depths):
+            raise ConfigError("not a Swin state dict: no consecutive 'layers.<i>.blocks.<j>' keys")
         heads, window = [], None
-        for i in range(len(depths)):
-            table = sd[f"{prefix}layers.{i}.blocks.0.attn.relative_position_bias_table"]
-            heads.append(int(table.shape[1]))
-            w = (math.isqrt(int(table.shape[0])) + 1) // 2
-            if (2 * w - 1) ** 2 != table.shape[0] or (window is not None and w != window):
-                raise ValueError(f"unexpected relative position table shape {tuple(table.shape)} in stage {i}")
+        for i in range(stages):
+            table = shape(sd, f"{prefix}layers.{i}.blocks.0.attn.relative_position_bias_table", 2, "Swin")
+            heads.append(int(table[1]))
+            w = (math.isqrt(int(table[0])) + 1) // 2
+            if (2 * w - 1) ** 2 != table[0] or (window is not None and w != window):
+                raise ConfigError(f"unexpected relative position table shape {table} in stage {i}")
             window = w
-        dim = int(proj.shape[0])
-        mlp = sd[f"{prefix}layers.0.blocks.0.mlp.fc1.weight"].shape[0] / dim
-        patch = int(proj.shape[-1])
+        dim = int(proj[0])
+        mlp = shape(sd, f"{prefix}layers.0.blocks.0.mlp.fc1.weight", 2, "Swin")[0] / dim
+        patch = int(proj[-1])
         if image_size is None:
             image_size = image_size_from_masks(sd, window, patch, prefix) or 384  # RAM's input size
-        return cls(dim, tuple(depths[i] for i in range(len(depths))), tuple(heads), window, patch,
-                   int(proj.shape[1]), float(mlp), int(image_size))
+        return cls(dim, tuple(depths), tuple(heads), window, patch, int(proj[1]), float(mlp), int(image_size))
 
 
 def image_size_from_masks(sd: Mapping[str, torch.Tensor], window: int, patch: int, prefix: str = "") -> int | None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..colorfix import METHOD_NAMES, color_fix
+from ..errors import InputError
+from ..image import check_finite, merge_alpha, split_alpha
 from ..ram.embeds import DapeEmbeds
 from .resize import condition_image, plan_sizes, to_final
 from .sampler import (
@@ -56,18 +58,20 @@ def upscale(image: torch.Tensor, unet, controlnet, *, encode_text: TextEncoder, 
             seed: int = 0, dape: Callable[[torch.Tensor], DapeEmbeds] | None = None,
             dape_embeds: DapeEmbeds | None = None, options: UpscaleOptions = UpscaleOptions(),
             progress: Progress | None = None) -> torch.Tensor:
-    """LR ``[B,3,H,W]`` in [0,1] → SR ``[B,3,H·up,W·up]`` in [0,1]; each image gets its own tags/prompt.
+    """LR ``[B,C,H,W]`` in [0,1] (RGB; gray is used as RGB, an alpha channel is upscaled bilinearly and
+    re-attached) → SR ``[B,C,H·up,W·up]`` in [0,1]; each image gets its own tags/prompt.
 
     Images are processed one at a time (each may need its own prompt); the generator is seeded once with ``seed``.
     """
-    if image.ndim != 4 or image.shape[1] != 3:
-        raise ValueError(f"upscale expects an RGB batch [B,3,H,W], got {tuple(image.shape)}")
+    image, alpha = split_alpha(image)  # layout, empty batch and channel checks
+    check_finite(image, "image to upscale")
     if dape_embeds is None:
         if dape is None:
-            raise ValueError("give a DAPE tagger (dape=) or precomputed dape_embeds")
+            raise InputError("give a DAPE tagger (dape=) or precomputed dape_embeds")
         dape_embeds = dape(image)
     if len(dape_embeds) not in (1, image.shape[0]):
-        raise ValueError(f"{len(dape_embeds)} DAPE embeddings for {image.shape[0]} images")
+        raise InputError(f"{len(dape_embeds)} DAPE embeddings for {image.shape[0]} images; give one for all "
+                         "images or one per image")
     plan = plan_sizes(image.shape[-1], image.shape[-2], options.upscale, options.process_size)
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     steps = options.sampler.steps
@@ -86,4 +90,4 @@ def upscale(image: torch.Tensor, unet, controlnet, *, encode_text: TextEncoder, 
         sr = vae_decode(z / SD2_LATENT_SCALE).float().cpu().clamp(0, 1)
         sr = color_fix(sr, cond.cpu(), options.color_fix, clamp=True)
         outs.append(to_final(sr, plan).clamp(0, 1))
-    return torch.cat(outs)
+    return merge_alpha(torch.cat(outs), alpha)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..image import ImageInputError, resize
+from ..image import ImageInputError, check_finite, resize
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ def plan_sizes(w: int, h: int, upscale: int = 4, process_size: int = 512) -> Siz
 
 def condition_image(lr: torch.Tensor, plan: SizePlan) -> torch.Tensor:
     """Apply the plan's resizes (bicubic, antialiased like PIL) to ``[B,3,H,W]`` in [0,1] → condition image."""
+    check_finite(lr, "LR image")
     x = lr
     if plan.prescaled is not None:
         x = resize(x, (plan.prescaled[1], plan.prescaled[0]), "bicubic")

@@ -12,12 +12,13 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..errors import InputError
-from ..image import match_batch
+from ..errors import ContextMismatchError, InputError
+from ..image import check_finite, match_batch
 from ..progress import Progress
 from ..tiling import retry_on_oom
+from .rca import IMAGE_CROSS_ATTENTION_DIM
 from .schedule import LR_START_T, lr_embedding, make_scheduler
-from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, gaussian_weights, tile_origins
+from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, blend_latent_tiles, latent_grid
 
 SD2_LATENT_SCALE = 0.18215
 MIN_TILE = 32  # the out-of-memory back-off stops at latent tiles of this side
@@ -65,9 +66,20 @@ def match_token_lengths(*states: torch.Tensor) -> list[torch.Tensor]:
     return [s.repeat(1, target // n, 1) if n != target else s for s, n in zip(states, lens)]
 
 
+def check_image_embeds(image_embeds: torch.Tensor) -> None:
+    """DAPE embeddings must be ``[B, N, 512]`` (RAM's image_proj width, what SeeSR's RCA layers read) and finite."""
+    if not isinstance(image_embeds, torch.Tensor) or image_embeds.ndim != 3 \
+            or image_embeds.shape[-1] != IMAGE_CROSS_ATTENTION_DIM:
+        got = tuple(image_embeds.shape) if isinstance(image_embeds, torch.Tensor) else type(image_embeds).__name__
+        raise ContextMismatchError(f"the DAPE embeddings must be [B, N, {IMAGE_CROSS_ATTENTION_DIM}] (RAM image "
+                                   f"embeddings, from 'DAPE / RAM Tag Image'); got {got}")
+    check_finite(image_embeds, "DAPE embeddings")
+
+
 def build_conditioning(positive: torch.Tensor, negative: torch.Tensor, image_embeds: torch.Tensor,
                        cond_image: torch.Tensor, batch: int, cfg: bool) -> Conditioning:
     """Stack the CFG batch: text [neg, pos], DAPE embeddings duplicated (not zeroed), condition image duplicated."""
+    check_image_embeds(image_embeds)
     pos = match_batch(positive, batch, "positive conditioning")
     img = match_batch(image_embeds, batch, "DAPE embeddings")
     cimg = match_batch(cond_image, batch, "condition image")
@@ -94,24 +106,20 @@ def _net(unet, controlnet, x: torch.Tensor, t, c: Conditioning, scale: float) ->
 def predict_noise(unet, controlnet, x: torch.Tensor, t, c: Conditioning, opts: SamplerOptions) -> torch.Tensor:
     """Noise prediction for the (CFG-doubled) ``x``; tiled + Gaussian-blended when the latent exceeds one tile."""
     h, w = x.shape[-2:]
-    size, origins = tile_origins(h, w, opts.tile_size or 0, opts.tile_overlap)
-    if size == 0:
+    g = latent_grid(h, w, opts.tile_size or 0, opts.tile_overlap)
+    if g.whole:
         return _net(unet, controlnet, x, t, c, opts.control_scale)
-    g = gaussian_weights(size).to(x.device)
-    acc = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-    wsum = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-    n = x.shape[0]
-    for i in range(0, len(origins), opts.tile_batch):
-        group = origins[i:i + opts.tile_batch]
+    s, n = g.th, x.shape[0]
+
+    def run(group: list[tuple[int, int]]) -> list[torch.Tensor]:
         k = len(group)
-        xt = torch.cat([x[..., y:y + size, xx:xx + size] for y, xx in group])
-        ct = torch.cat([c.cond[..., 8 * y:8 * (y + size), 8 * xx:8 * (xx + size)] for y, xx in group])
-        tc = Conditioning(c.text.repeat(k, 1, 1), c.image.repeat(k, 1, 1), ct)
-        out = _net(unet, controlnet, xt, t, tc, opts.control_scale)
-        for j, (y, xx) in enumerate(group):
-            acc[..., y:y + size, xx:xx + size] += out[j * n:(j + 1) * n] * g
-            wsum[..., y:y + size, xx:xx + size] += g
-    return acc / wsum
+        xt = torch.cat([x[..., y:y + s, xx:xx + s] for y, xx in group])
+        ct = torch.cat([c.cond[..., 8 * y:8 * (y + s), 8 * xx:8 * (xx + s)] for y, xx in group])
+        out = _net(unet, controlnet, xt, t, Conditioning(c.text.repeat(k, 1, 1), c.image.repeat(k, 1, 1), ct),
+                   opts.control_scale)
+        return [out[j * n:(j + 1) * n] for j in range(k)]
+
+    return blend_latent_tiles(run, g, x.device, opts.tile_batch)[0]
 
 
 def _step_kwargs(scheduler, generator: torch.Generator | None) -> dict:
@@ -143,6 +151,8 @@ def sample(unet, controlnet, *, lr_latent: torch.Tensor | None, cond_image: torc
     """
     if not isinstance(generator, torch.Generator):
         raise InputError("sample() needs a seeded torch.Generator")
+    check_finite(cond_image, "condition image")
+    check_finite(lr_latent, "LR latent")
     device = next(unet.parameters()).device
     if latent_shape is None:
         if lr_latent is None:

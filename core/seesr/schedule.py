@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from importlib import resources
 from typing import Any
 
@@ -60,3 +61,18 @@ def lr_embedding(latent: torch.Tensor, noise: torch.Tensor, scheduler, t: int = 
     if sigma0 != 1.0:
         x = x * sigma0
     return x.to(noise.dtype)
+
+
+def sigmas_from_alphas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """The k-diffusion sigmas of a VP schedule, σ_t = √((1 − ᾱ_t)/ᾱ_t) (what ComfyUI's ModelSamplingDiscrete holds)."""
+    acp = alphas_cumprod.to(torch.float64)
+    return ((1 - acp) / acp).sqrt()
+
+
+def ksampler_start(latent: torch.Tensor, noise: torch.Tensor, sigma: float, max_denoise: bool = True) -> torch.Tensor:
+    """What the UNet sees first when a KSampler (denoise 1.0) starts from the *clean* latent ``z`` (scaled) at ``σ``:
+    the sampler state is ``z + σ'·ε`` (``σ' = √(1+σ²)`` at σ_max, else ``σ``) and the UNet input is the state
+    ``/ √(1+σ²)``. At σ_max that is ``√ᾱ·z + ε`` — SeeSR's noised-LR start ``√ᾱ·z + √(1−ᾱ)·ε`` with the noise
+    ×1/√(1−ᾱ) (1.0023 at t = 999): the derivation in docs/seesr.md."""
+    scale = math.sqrt(1 + sigma * sigma) if max_denoise else sigma
+    return (latent.float() + scale * noise.float()) / math.sqrt(1 + sigma * sigma)

@@ -4,11 +4,15 @@ Rules of the official ``pipeline_seesr.py`` (re-stated, not copied): tiling happ
 tile is square with side ``t = min(tile, h, w)``; tiles step by ``t − overlap`` and the last one snaps to the edge;
 visit order is x-outer, y-inner (``order="columns"``); the noise predictions are blended with one Gaussian map
 ``G`` (float64, ``blend="seesr"``) before CFG. ``G``'s x centre is ``(t−1)/2`` but its y centre is ``t/2`` (an
-official quirk, kept for parity). The overlap follows the pack-wide rule (at most half the tile actually used),
+official quirk, kept for parity). :func:`blend_latent_tiles` is the one blending loop, used by the diffusers sampler
+(noise predictions) and by ComfyUI's tiled model wrapper (denoised predictions — ``x − σ·ε`` is affine in ε with
+per-pixel constants, so blending either gives the same result). The overlap follows the pack-wide rule (at most half the tile actually used),
 which the official defaults (96 / 4) never reach.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -38,3 +42,38 @@ def tile_origins(h: int, w: int, tile: int, overlap: int) -> tuple[int, list[tup
 def gaussian_weights(t: int) -> torch.Tensor:
     """The official ``t×t`` float64 Gaussian map: g(x; (t−1)/2)·g(y; t/2), g(v; m) = exp(−(v−m)²/(2·0.01·t²))/√(2π·0.01)."""
     return blend_window(t, t, "seesr", dtype=torch.float64)
+
+
+TileOutputs = torch.Tensor | Sequence[torch.Tensor]
+
+
+def blend_latent_tiles(fn: Callable[[list[tuple[int, int]]], Sequence[TileOutputs]], g: Grid,
+                       device: torch.device | str = "cpu", group: int = 1) -> list[torch.Tensor]:
+    """``Σ G·out / Σ G`` over the tiles of ``g`` with the official Gaussian map ``G``, accumulated in float32.
+
+    ``fn(origins)`` gets up to ``group`` tile origins ``(y, x)`` (in visit order) and returns, per tile, one tensor
+    or a list of tensors ``[..., th, tw]`` (e.g. one per conditioning); the result is the list of blended
+    ``[..., h, w]`` maps. A whole-plane grid is one call and no weighting.
+    """
+    if group < 1:
+        raise ValueError(f"group must be >= 1, got {group}")
+    weights = gaussian_weights(g.th).to(device) if not g.whole else None
+    acc: list[torch.Tensor] | None = None
+    wsum = torch.zeros((g.h, g.w), dtype=torch.float32, device=device)
+    origins = list(g.origins)
+    for i in range(0, len(origins), group):
+        batch = origins[i:i + group]
+        outs = fn(batch)
+        if len(outs) != len(batch):
+            raise ValueError(f"the tile function returned {len(outs)} results for {len(batch)} tiles")
+        for (y, x), out in zip(batch, outs):
+            parts = [out] if isinstance(out, torch.Tensor) else list(out)
+            if g.whole:
+                return [p.float() for p in parts]
+            if acc is None:
+                acc = [torch.zeros((*p.shape[:-2], g.h, g.w), dtype=torch.float32, device=device) for p in parts]
+            for a, p in zip(acc, parts):
+                a[..., y:y + g.th, x:x + g.tw] += p.to(device) * weights
+            wsum[y:y + g.th, x:x + g.tw] += weights
+    assert acc is not None
+    return [a / wsum for a in acc]

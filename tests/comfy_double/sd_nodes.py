@@ -264,4 +264,80 @@ class VAEDecode(io.ComfyNode):
         return io.NodeOutput(images)
 
 
-NODES = [CheckpointLoaderSimple, CLIPTextEncode, VAEEncode, VAEDecode]
+# comfy/samplers.py (0.3.64): KSampler.SAMPLERS / SCHEDULERS
+KSAMPLER_NAMES = ["euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
+                  "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
+                  "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp",
+                  "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde",
+                  "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v", "deis", "res_multistep",
+                  "res_multistep_cfg_pp", "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp",
+                  "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2", "seeds_3", "sa_solver",
+                  "sa_solver_pece"]
+SAMPLER_NAMES = KSAMPLER_NAMES + ["ddim", "uni_pc", "uni_pc_bh2"]
+SCHEDULER_NAMES = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
+                   "linear_quadratic", "kl_optimal"]
+
+
+class KSampler(io.ComfyNode):
+    """Schema of core KSampler (the double has no diffusion sampler: workflows using it are validated here and run
+    in a real ComfyUI by tests/test_comfyui_integration.py)."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="KSampler", category="sampling",
+            description="Uses the provided model, positive and negative conditioning to denoise the latent image.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model used for denoising the input latent."),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip="The random seed used for creating the noise."),
+                io.Int.Input("steps", default=20, min=1, max=10000,
+                             tooltip="The number of steps used in the denoising process."),
+                io.Float.Input("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="The Classifier-Free Guidance scale balances creativity and adherence to the "
+                                       "prompt. Higher values result in images more closely matching the prompt "
+                                       "however too high values will negatively impact quality."),
+                io.Combo.Input("sampler_name", options=SAMPLER_NAMES,
+                               tooltip="The algorithm used when sampling, this can affect the quality, speed, and "
+                                       "style of the generated output."),
+                io.Combo.Input("scheduler", options=SCHEDULER_NAMES,
+                               tooltip="The scheduler controls how noise is gradually removed to form the image."),
+                io.Conditioning.Input("positive", tooltip="The conditioning describing the attributes you want to "
+                                                          "include in the image."),
+                io.Conditioning.Input("negative", tooltip="The conditioning describing the attributes you want to "
+                                                          "exclude from the image."),
+                io.Latent.Input("latent_image", tooltip="The latent image to denoise."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="The amount of denoising applied, lower values will maintain the structure "
+                                       "of the initial image allowing for image to image sampling."),
+            ],
+            outputs=[io.Latent.Output(tooltip="The denoised latent.")])
+
+    @classmethod
+    def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
+                denoise=1.0):
+        raise NotImplementedError("the ComfyUI test double has no diffusion sampler; run this workflow in a real "
+                                  "ComfyUI (tests/test_comfyui_integration.py)")
+
+
+class VAEDecodeTiled(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VAEDecodeTiled", category="_for_testing",
+            inputs=[io.Latent.Input("samples"), io.Vae.Input("vae"),
+                    io.Int.Input("tile_size", default=512, min=64, max=4096, step=32),
+                    io.Int.Input("overlap", default=64, min=0, max=4096, step=32),
+                    io.Int.Input("temporal_size", default=64, min=8, max=4096, step=4,
+                                 tooltip="Only used for video VAEs: Amount of frames to decode at a time."),
+                    io.Int.Input("temporal_overlap", default=8, min=4, max=4096, step=4,
+                                 tooltip="Only used for video VAEs: Amount of frames to overlap.")],
+            outputs=[io.Image.Output()])
+
+    @classmethod
+    def execute(cls, samples, vae, tile_size=512, overlap=64, temporal_size=64, temporal_overlap=8):
+        return io.NodeOutput(vae.decode_tiled(samples["samples"], tile_x=tile_size // 8, tile_y=tile_size // 8,
+                                              overlap=overlap // 8))
+
+
+NODES = [CheckpointLoaderSimple, CLIPTextEncode, VAEEncode, VAEDecode, VAEDecodeTiled, KSampler]

@@ -36,3 +36,19 @@ class ProgressBar:
 
     def update(self, value):
         self.update_absolute(self.current + value)
+
+
+def common_upscale(samples, width, height, upscale_method, crop):
+    """Resize ``[B,C,H,W]`` to ``height × width`` (``center``: first crop to the target aspect ratio, centred)."""
+    import torch.nn.functional as F
+
+    s = samples
+    if crop == "center":
+        h, w = samples.shape[-2:]
+        old, new = w / h, width / height
+        x = round((w - w * (new / old)) / 2) if old > new else 0
+        y = round((h - h * (old / new)) / 2) if old < new else 0
+        s = samples.narrow(-2, y, h - 2 * y).narrow(-1, x, w - 2 * x)
+    if upscale_method in ("bislerp", "lanczos"):
+        raise NotImplementedError(f"the test double has no {upscale_method} resize")
+    return F.interpolate(s, size=(height, width), mode=upscale_method)
