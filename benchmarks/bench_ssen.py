@@ -1,8 +1,15 @@
 """SSEN ×4 on CPU (GPU when available): wall time and peak RSS for 128²→512² and 256²→1024², against bicubic
-and against the same network without the SSEN reference branch. Each case runs in a fresh subprocess so its
-peak RSS is its own. Prints a table and writes benchmarks/results/ssen.json.
+and against the same network without the SSEN reference branch (each case in a fresh subprocess so its peak RSS
+is its own), and the held-out quality table of the shipped model (training/ssen/heldout.py: 14 crops of 7 photos
+never used in training; bicubic / self-similarity / aligned, shifted, larger and irrelevant references; Y-PSNR,
+SSIM, grid ratio; plus the motorcycle stereo partner), and what tiling changes (tiled vs untiled output of held-out
+photos, with and without a reference). Prints the tables and writes benchmarks/results/ssen.json.
 
-    python benchmarks/bench_ssen.py [--threads N] [--repeats N]
+    python benchmarks/bench_ssen.py [--threads N] [--repeats N] [--photos DIR] [--no-quality] [--no-speed]
+                                    [--no-tiling]
+
+The held-out photos come from ``--photos`` or ``training.ssen.photos.find_photos`` (prepared on first use with
+``apt-get download``, ~160 MB).
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ METHODS = ("bicubic", "no_ssen", "ssen")
 def _case(method: str, size: int, threads: int, repeats: int, device: str) -> dict:
     import torch
     import torch.nn.functional as F
-
     from aware_restore.core.ssen import SSENet, load_ssen
 
     torch.set_num_threads(threads)
@@ -63,11 +69,78 @@ def _case(method: str, size: int, threads: int, repeats: int, device: str) -> di
     return res
 
 
+def _quality(photos: str | None, threads: int) -> dict:
+    import torch
+    from aware_restore.core.ssen import load_ssen, shipped_weights
+    from aware_restore.core.ssen.loader import read_note
+    from aware_restore.training.ssen import heldout
+    from aware_restore.training.ssen.photos import find_photos
+
+    torch.set_num_threads(threads)
+    root = photos or find_photos()
+    if root is None:
+        raise SystemExit("held-out photos unavailable: give --photos DIR (training/ssen/photos.py)")
+    model = load_ssen()
+    t = time.perf_counter()
+    res = heldout.evaluate(model, heldout.cases(heldout.holdout_images(root)))
+    stereo = heldout.evaluate(model, heldout.stereo_cases(root))
+    note = read_note(shipped_weights())
+    return {"model": str(shipped_weights().name), "steps": note.get("steps", "?"), "photos": str(root),
+            "seconds": round(time.perf_counter() - t, 1), "summary": heldout.summary(res),
+            "table": heldout.table(res, stereo), "mean": res["mean"], "max_grid": res["max_grid"],
+            "rows": res["rows"], "stereo": stereo["mean"]}
+
+
+TILING_CASES = (("skimage_astronaut", 512, ((128, 16), (64, 16), (64, 32), (32, 16))),
+                ("mate_Wood", 1024, ((128, 16), (128, 32))))
+
+
+def _tiling(photos: str | None, threads: int) -> dict:
+    """Tiled vs untiled SSEN output (8-bit levels, PSNR) on the top-left HR square of held-out photos, without a
+    reference and with the same photo displaced by 8 HR px (2 LR px; rolled) as the reference."""
+    import torch
+    from aware_restore.core.ssen import load_ssen
+    from aware_restore.core.ssen.infer import super_resolve
+    from aware_restore.training.ssen.data import bicubic_down
+    from aware_restore.training.ssen.heldout import holdout_images
+    from aware_restore.training.ssen.metrics import psnr_y
+    from aware_restore.training.ssen.photos import find_photos
+
+    torch.set_num_threads(threads)
+    images = holdout_images(photos or find_photos())
+    model = load_ssen()
+    rows = []
+    for name, side, tiles in TILING_CASES:
+        hr = images[name][None, :, :side, :side]
+        lr = bicubic_down(hr)
+        for mode in ("self", "shift8"):
+            ref = None if mode == "self" else hr.roll((8, 8), (-2, -1))
+            whole = super_resolve(model, lr, ref)
+            for tile, overlap in tiles:
+                tiled = super_resolve(model, lr, ref, tile=tile, overlap=overlap)
+                d = (tiled - whole).abs() * 255
+                rows.append({"image": name, "lr": lr.shape[-1], "reference": mode, "tile": tile, "overlap": overlap,
+                             "identical": bool(torch.equal(tiled, whole)), "mean_abs_levels": float(d.mean()),
+                             "max_abs_levels": float(d.max()), "psnr_gt_untiled": psnr_y(whole, hr),
+                             "psnr_gt_tiled": psnr_y(tiled, hr)})
+    header = f"{'image':<18} {'LR':>4} {'ref':<7} {'tile/ovl':<9} {'mean lv':>8} {'max lv':>7} {'ΔPSNR vs GT':>12}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r['image']:<18} {r['lr']:>4} {r['reference']:<7} {str(r['tile']) + '/' + str(r['overlap']):<9} "
+                     f"{r['mean_abs_levels']:>8.3f} {r['max_abs_levels']:>7.1f} "
+                     f"{r['psnr_gt_tiled'] - r['psnr_gt_untiled']:>+12.3f}")
+    return {"rows": rows, "table": "\n".join(lines)}
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--photos", default=None, help="prepared SSEN photo set (default: find_photos())")
+    ap.add_argument("--no-quality", action="store_true", help="skip the held-out quality table")
+    ap.add_argument("--no-speed", action="store_true", help="skip the speed / memory table")
+    ap.add_argument("--no-tiling", action="store_true", help="skip the tiled-vs-untiled audit")
     ap.add_argument("--case", nargs=2, metavar=("METHOD", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.device == "auto":
@@ -78,25 +151,40 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(json.dumps(_case(args.case[0], int(args.case[1]), args.threads, args.repeats,
                                           args.device)) + "\n")
         return 0
-    rows = []
-    for size in SIZES:
-        for method in METHODS:
-            cmd = [sys.executable, __file__, "--case", method, str(size), "--threads", str(args.threads),
-                   "--repeats", str(args.repeats), "--device", args.device]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
-    header = f"{'method':<9} {'LR→SR':<12} {'seconds':>9} {'peak RSS MiB':>13} {'RSS over import':>16}"
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        lines.append(f"{r['method']:<9} {str(r['lr']) + '²→' + str(r['sr']) + '²':<12} {r['seconds']:>9.3f} "
-                     f"{r['peak_rss_mib']:>13.0f} {r['rss_over_import_mib']:>16.0f}")
-    sys.stdout.write("\n".join(lines) + "\n")
-    summary = {f"{r['method']}_{r['lr']}": round(r["seconds"], 3) for r in rows}
+    out_path = HERE / "results" / "ssen.json"
+    previous = json.loads(out_path.read_text()) if out_path.is_file() else {}
     result = {"family": "ssen", "device": args.device, "threads": args.threads, "repeats": args.repeats,
-              "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-              "rows": rows, "summary": summary}
+              "machine": platform.processor() or platform.machine(), "python": platform.python_version()}
+    if not args.no_speed:
+        rows = []
+        for size in SIZES:
+            for method in METHODS:
+                cmd = [sys.executable, __file__, "--case", method, str(size), "--threads", str(args.threads),
+                       "--repeats", str(args.repeats), "--device", args.device]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                rows.append(json.loads(out.strip().splitlines()[-1]))
+        header = f"{'method':<9} {'LR→SR':<12} {'seconds':>9} {'peak RSS MiB':>13} {'RSS over import':>16}"
+        lines = [header, "-" * len(header)]
+        for r in rows:
+            lines.append(f"{r['method']:<9} {str(r['lr']) + '²→' + str(r['sr']) + '²':<12} {r['seconds']:>9.3f} "
+                         f"{r['peak_rss_mib']:>13.0f} {r['rss_over_import_mib']:>16.0f}")
+        sys.stdout.write("\n".join(lines) + "\n")
+        result["rows"] = rows
+        result["summary"] = {f"{r['method']}_{r['lr']}": round(r["seconds"], 3) for r in rows}
+    else:
+        result.update({k: previous[k] for k in ("rows", "summary") if k in previous})
+    if not args.no_quality:
+        result["heldout"] = _quality(args.photos, args.threads)
+        sys.stdout.write(result["heldout"]["table"] + "\n" + result["heldout"]["summary"] + "\n")
+    elif "heldout" in previous:
+        result["heldout"] = previous["heldout"]
+    if not args.no_tiling:
+        result["tiling"] = _tiling(args.photos, args.threads)
+        sys.stdout.write(result["tiling"]["table"] + "\n")
+    elif "tiling" in previous:
+        result["tiling"] = previous["tiling"]
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "ssen.json").write_text(json.dumps(result, indent=1) + "\n")
+    out_path.write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

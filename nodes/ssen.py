@@ -63,7 +63,9 @@ class SSENReferenceSR(io.ComfyNode):
             description="×4 super-resolution that borrows texture from a reference image (a similar photo, another "
                         "video frame, the other view of a stereo pair) aligned by SSEN's similarity-aware "
                         "deformable convolutions. Without a reference the image itself is used (self-similarity). "
-                        "An unrelated reference is gated off by the modulation masks.",
+                        "The reference need not be aligned: its content is searched for (±64 output pixels, then "
+                        "refined by the deformable layers); where it does not match (an unrelated photo) a "
+                        "similarity gate falls back to self-similarity.",
             inputs=[
                 SSEN_MODEL.Input("ssen_model", tooltip="From 'Load SSEN Model'."),
                 io.Image.Input("image", tooltip="Low-resolution image(s); the output is 4× larger. Alpha is "
@@ -96,10 +98,10 @@ class SSENOffsetMap(io.ComfyNode):
             node_id="SSENOffsetMap",
             display_name="SSEN Offset Map",
             category=CATEGORY,
-            description="Shows where SSEN's deformable sampling points land in the reference (the paper's Fig. 7): "
-                        "dots over the dimmed reference, green where the modulation mask uses the reference, red "
-                        "where it gates it off; white dots are the undeformed positions. Also a heat map of the "
-                        "mask (bright = the reference is used).",
+            description="Shows where SSEN reads each pixel's content in the reference (the paper's Fig. 7): over "
+                        "the dimmed reference, a white dot at the pixel, a dotted line to where its content is read "
+                        "and the 3×3 footprint there, green where the reference is used, red where it is gated "
+                        "off. Also the reference's weight as a heat map (bright = used).",
             inputs=[
                 SSEN_MODEL.Input("ssen_model", tooltip="From 'Load SSEN Model'."),
                 io.Image.Input("image", tooltip="Low-resolution image(s)."),
@@ -110,8 +112,10 @@ class SSENOffsetMap(io.ComfyNode):
                              tooltip="Draw the sampling points of every step-th input pixel."),
             ],
             outputs=[
-                io.Image.Output(display_name="offsets", tooltip="Sampling points over the reference (4× size)."),
-                io.Image.Output(display_name="similarity", tooltip="Mean modulation mask as a heat map (4× size)."),
+                io.Image.Output(display_name="offsets", tooltip="Displacements drawn over the reference (4× size)."),
+                io.Image.Output(display_name="similarity",
+                                tooltip="Weight of the reference (learned detail weight × similarity gate) as a heat "
+                                        "map (4× size)."),
             ],
         )
 

@@ -1,74 +1,86 @@
-"""Acceptance of the SHIPPED SSEN model on held-out photos (never seen in training): scikit-image's astronaut
-and the bottom rows (>= 300) of its motorcycle stereo pair, bicubic ×4 degradation, Y-PSNR with the border shaved
-by 4. A model that ignores its reference cannot pass: the oracle reference (the ground-truth HR) must beat an
-irrelevant one, and an irrelevant reference must not hurt compared with self-similarity mode."""
+"""Acceptance of the SHIPPED SSEN model on held-out photos never used in training (issue 11): the 7 held-out photos
+of the package photo set (training/ssen/photos.py: scikit-image's astronaut and six Debian wallpaper photos), two
+256² HR crops each, ×4 antialiased bicubic LR, Y-PSNR with the border shaved by 4 (training/ssen/heldout.py).
+
+* self-similarity ≥ +1.5 dB over bicubic on average;
+* a reference shifted by 8, 16 or 32 HR px ≥ +0.5 dB over self-similarity (each shift, on average);
+* an irrelevant reference ≥ −0.1 dB against self-similarity;
+* the grid ratio (period-4/period-2 energy of SSEN − bicubic) ≤ 5 on every crop;
+* tiled = untiled exactly when the image fits in one tile, and close otherwise.
+
+The held-out photos are prepared on first use (``apt-get download`` of three Debian packages, ~160 MB, cached in
+``~/.cache/aware_restore``; or point ``AWARE_RESTORE_SSEN_PHOTOS`` at a prepared set); without a package registry
+the photo tests skip."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-
+import torch.nn.functional as F
 from aware_restore.core.ssen import load_ssen
-from aware_restore.training.ssen.data import bicubic_down, builtin_photos
-from aware_restore.training.ssen.metrics import psnr_y
+from aware_restore.training.ssen.heldout import cases, holdout_images
+from aware_restore.training.ssen.metrics import grid_ratio, psnr_y
+from kit.ssen import holdout_photos
 
-# (image, top, left) of 128×128 HR crops (LR 32×32); motorcycle rows are relative to row 300
-CROPS = (("astronaut", 40, 150), ("astronaut", 300, 300), ("motorcycle_left_bottom", 24, 200),
-         ("motorcycle_left_bottom", 40, 480))
-SIZE = 128
-ORACLE_MARGIN_DB = 0.3   # oracle reference over irrelevant reference
-IRRELEVANT_TOL_DB = 0.1  # |irrelevant - self-similarity|
-BICUBIC_MARGIN_DB = 0.3  # self-similarity SR over bicubic
-TILED_MIN_DB = 40.0      # tiled vs untiled (PSNR between the two results)
+SELF_OVER_BICUBIC_DB = 1.5
+SHIFTED_OVER_SELF_DB = 0.5
+IRRELEVANT_TOL_DB = 0.1
+GRID_MAX = 5.0
+TILED_MIN_DB = 40.0
+MODES = ("self", "shift8", "shift16", "shift32", "irrelevant")
 
 
 @pytest.fixture(scope="module")
-def scores() -> dict[str, float]:
-    holdout = {s.name: s for s in builtin_photos("holdout")}
+def scores() -> dict:
+    photos = holdout_photos()
+    if photos is None:
+        pytest.skip("the held-out photos could not be prepared (no package registry)")
+    cs = cases(holdout_images(photos))
     model = load_ssen()
-    hrs, partners = [], []
-    for name, y, x in CROPS:
-        s = holdout[name]
-        hrs.append(s.hr[:, y:y + SIZE, x:x + SIZE])
-        partners.append(s.refs[0][:, y:y + SIZE, x:x + SIZE] if s.refs else None)
-    hr = torch.stack(hrs)
-    lr = bicubic_down(hr)
-    irrelevant = torch.roll(hr, 2, dims=0)  # an astronaut crop for a motorcycle crop and vice versa
-    res: dict[str, list[float]] = {}
+    lr = torch.stack([c["lr"] for c in cs])
+    hr = torch.stack([c["hr"] for c in cs])
+    bic = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
+    res = {"bicubic": [psnr_y(bic[i:i + 1], hr[i:i + 1]) for i in range(len(cs))], "grid": []}
     with torch.no_grad():
-        outs = {"bicubic": torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False),
-                "self": model(lr), "oracle": model(lr, hr), "irrelevant": model(lr, irrelevant)}
-        idx = [i for i, p in enumerate(partners) if p is not None]
-        partner = model(lr[idx], torch.stack([partners[i] for i in idx]))
-    for mode, out in outs.items():
-        res[mode] = [psnr_y(out[i:i + 1], hr[i:i + 1]) for i in range(len(CROPS))]
-    res["partner"] = [psnr_y(partner[j:j + 1], hr[i:i + 1]) for j, i in enumerate(idx)]
-    res["irrelevant_on_stereo"] = [res["irrelevant"][i] for i in idx]
-    return {k: sum(v) / len(v) for k, v in res.items()}
+        for mode in MODES:
+            out = []
+            for j in range(0, len(cs), 7):
+                refs = None if mode == "self" else torch.stack([c["refs"][mode] for c in cs[j:j + 7]])
+                out.append(model(lr[j:j + 7], refs).clamp(0, 1))
+            sr = torch.cat(out)
+            res[mode] = [psnr_y(sr[i:i + 1], hr[i:i + 1]) for i in range(len(cs))]
+            if mode in ("self", "shift8", "irrelevant"):
+                res["grid"] += [grid_ratio(sr[i:i + 1], bic[i:i + 1]) for i in range(len(cs))]
+    mean = {k: sum(v) / len(v) for k, v in res.items() if k != "grid"}
+    mean["max_grid"] = max(res["grid"])
+    return mean
 
 
-def test_shipped_model_beats_bicubic(scores):
-    assert scores["self"] > scores["bicubic"] + BICUBIC_MARGIN_DB, scores
+def test_self_similarity_beats_bicubic(scores):
+    assert scores["self"] >= scores["bicubic"] + SELF_OVER_BICUBIC_DB, scores
 
 
-def test_oracle_reference_beats_irrelevant_reference(scores):
-    assert scores["oracle"] - scores["irrelevant"] >= ORACLE_MARGIN_DB, scores
+@pytest.mark.parametrize("shift", [8, 16, 32])
+def test_a_shifted_reference_helps(scores, shift):
+    assert scores[f"shift{shift}"] >= scores["self"] + SHIFTED_OVER_SELF_DB, scores
 
 
 def test_irrelevant_reference_is_harmless(scores):
-    assert abs(scores["irrelevant"] - scores["self"]) <= IRRELEVANT_TOL_DB, scores
+    assert scores["irrelevant"] >= scores["self"] - IRRELEVANT_TOL_DB, scores
 
 
-def test_stereo_partner_is_not_worse_than_irrelevant(scores):
-    assert scores["partner"] >= scores["irrelevant_on_stereo"] - 0.05, scores
+def test_no_checkerboard(scores):
+    assert scores["max_grid"] <= GRID_MAX, scores
 
 
 def test_tiled_matches_untiled_on_a_photo():
-    """The non-local blocks are global, so tiles see less context; with overlap the blended result stays close
-    to the untiled one (and is identical when the image fits in one tile)."""
+    """The coarse match and the non-local blocks are global, so tiles see less context; with overlap the blended
+    result stays close to the untiled one, and is identical when the image fits in one tile."""
     from aware_restore.core.ssen.infer import super_resolve
+    from aware_restore.training.ssen.data import bicubic_down
 
-    hr = builtin_photos("holdout")[0].hr[None, :, 200:392, 200:392]
+    img = holdout_images()["skimage_astronaut"]
+    hr = img[None, :, 200:392, 200:392]
     lr = bicubic_down(hr)
     model = load_ssen()
     whole = super_resolve(model, lr, hr)

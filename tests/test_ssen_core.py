@@ -1,5 +1,6 @@
-"""SSEN library: deformable-conv backends agree, checkpoints round-trip with inferred hyper-parameters,
-tiling and reference pairing behave, bad input gives clear errors."""
+"""SSEN library: deformable-conv backends agree, checkpoints round-trip with inferred hyper-parameters, the
+coarse match finds shifts, the similarity gate falls back to self-similarity, displacements compose, tiling and
+reference pairing behave, bad input gives clear errors."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import json
 
 import pytest
 import torch
-from aware_restore.core.errors import StrictLoadError
-
 from aware_restore.core.checkpoint import read_metadata, save_safetensors
+from aware_restore.core.errors import StrictLoadError
 from aware_restore.core.registry import WrongModelError, detect_family
 from aware_restore.core.ssen import SSENConfig, SSENet, infer_config, load_ssen, save_ssen
 from aware_restore.core.ssen.deform import ModulatedDeformConv2d, deform_conv2d, resolve_backend
-from aware_restore.core.ssen.infer import offset_map, pair_references, super_resolve
+from aware_restore.core.ssen.infer import displacement, offset_map, pair_references, super_resolve
+from aware_restore.core.ssen.match import coarse_flow, warp
+from aware_restore.core.ssen.model import compose_displacement, similarity_gate
 
 
 def _randomise(model: torch.nn.Module, seed: int = 0, std: float = 0.05) -> torch.nn.Module:
@@ -80,6 +82,11 @@ def test_state_dict_round_trip_and_config_inference(tmp_path):
     cfg = SSENConfig(nf=12, n_pre=2, n_post=1, backbone="rcan", ca_reduction=4, ref_blocks=2, est_nf=6, groups=3,
                      nonlocal_blocks=False)
     assert infer_config(SSENet(cfg).state_dict()) == cfg
+    paper = SSENConfig.paper()
+    assert (paper.nf, paper.n_pre + paper.n_post) == (64, 16)
+    sd = SSENet(paper).state_dict()
+    assert infer_config(sd) == paper
+    assert sum(v.numel() for v in sd.values()) * 4 <= 20e6  # fp32 file well under 20 MB
     bare = {k: v for k, v in SSENet(TINY).state_dict().items() if not k.startswith("ssen.")}
     assert infer_config(bare).use_ssen is False
 
@@ -113,19 +120,61 @@ def test_model_shapes_references_and_self_similarity():
         pair_references(lr, torch.rand(3, 3, 8, 8))
 
 
-def test_consistency_gate_passes_matching_and_blocks_unrelated_references():
-    g = torch.Generator().manual_seed(4)
-    hr = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 6, generator=g), size=(48, 48), mode="bilinear")
-    lr = torch.nn.functional.avg_pool2d(hr, 4)
-    base = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
-    assert float(SSENet.consistency_gate(lr, hr).min()) > 0.99       # the HR of the input itself
-    unrelated = 1 - hr
-    assert float(SSENet.consistency_gate(lr, unrelated).mean()) < 0.05
+def _texture(seed: int = 2, size: int = 96) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.interpolate(torch.rand(1, 3, size // 4, size // 4, generator=g), size=(size, size),
+                                           mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def test_coarse_match_finds_whole_and_sub_pixel_shifts():
+    big = _texture()
+    a = big[..., 24:64, 24:64]
+    b = big[..., 21:61, 29:69]  # a's pixel p lies at p + (3, -5) in b
+    flow, score = coarse_flow(a, b)
+    err = (flow[..., 6:-6, 6:-6] - torch.tensor([3.0, -5.0]).view(1, 2, 1, 1)).abs()
+    assert (err < 0.5).float().mean() > 0.95       # the whole-pixel search
+    assert float(err.median()) < 0.1               # the parabolic sub-pixel step keeps it there
+    assert float(score[..., 6:-6, 6:-6].median()) > 0.95
+    half = warp(big, torch.tensor([1.5, 0.0]).view(1, 2, 1, 1).expand(1, 2, 96, 96), mode="bicubic")
+    flow, _ = coarse_flow(big[..., 24:64, 24:64], half[..., 24:64, 24:64])  # content 1.5 px further down
+    assert abs(float(flow[0, 0, 6:-6, 6:-6].median()) + 1.5) < 0.25
+    assert abs(float(flow[0, 1, 6:-6, 6:-6].median())) < 0.1
+
+
+def test_similarity_gate_and_fallback_to_self_similarity():
+    hr = _texture(size=128)
+    lr = torch.nn.functional.interpolate(hr, size=(32, 32), mode="bicubic", align_corners=False, antialias=True)
+    zero = torch.zeros(1, 2, 32, 32)
+    assert float(similarity_gate(lr, lr, zero).mean()) > 0.95          # its own content, coherent match
+    assert float(similarity_gate(lr, torch.full_like(lr, 0.5), zero).max()) == 0.0  # flat: no evidence
+    scattered = torch.randn(1, 2, 32, 32, generator=torch.Generator().manual_seed(0)) * 4
+    assert float(similarity_gate(lr, lr, scattered).max()) == 0.0     # an incoherent match is not trusted
     model = _randomise(SSENet(TINY))
     with torch.no_grad():
-        assert torch.allclose(model.gated_reference(lr, hr, base), hr, atol=0.02)
-        assert torch.allclose(model(lr, unrelated), model(lr), atol=0.02)    # gated to self-similarity
-        assert not torch.allclose(model(lr, hr), model(lr), atol=0.02)      # a matching reference is used
+        # where the gate is shut every reference input falls back to the self-similarity reference: two
+        # references the gate shuts everywhere give the same result (a flat one, one of pure noise)
+        noise = torch.rand(hr.shape, generator=torch.Generator().manual_seed(5))
+        shut, trace = model(lr, torch.full_like(hr, 0.5), return_offsets=True)
+        assert float(trace["gate"].max()) == 0.0
+        _, trace_noise = model(lr, noise, return_offsets=True)
+        if float(trace_noise["gate"].max()) == 0.0:
+            assert torch.allclose(model(lr, noise), shut, atol=1e-6)
+        assert torch.allclose(model(lr, torch.full_like(hr, 0.2)), shut, atol=1e-6)
+        assert not torch.allclose(model(lr, hr), shut, atol=1e-3)  # a matching reference is used
+
+
+def test_displacements_compose_through_the_stacked_layers():
+    def layer(dy: float, dx: float, groups: int = 2) -> torch.Tensor:
+        off = torch.zeros(1, groups, 9, 2, 6, 7)
+        off[:, :, :, 0], off[:, :, :, 1] = dy, dx
+        return off.view(1, -1, 6, 7)
+
+    d = compose_displacement([layer(-1, 1), layer(0, 2), layer(1, 0)])
+    assert torch.allclose(d, torch.tensor([0.0, 3.0]).view(1, 2, 1, 1).expand(1, 2, 6, 7))
+    ramp = layer(0, 0)
+    ramp.view(1, 2, 9, 2, 6, 7)[:, :, :, 1] = torch.arange(7.0)  # the first layer's dx grows with x
+    d = compose_displacement([ramp, layer(0, 0), layer(0, 2)])
+    assert torch.allclose(d[0, 1, :, :5], 2 + torch.arange(2.0, 7.0).expand(6, 5))  # read where the last looks
 
 
 def test_super_resolve_tiling_batches_and_errors():
@@ -147,3 +196,6 @@ def test_super_resolve_tiling_batches_and_errors():
     points, heat = offset_map(model, lr[:1], ref[:1], step=4)
     assert points.shape == heat.shape == (1, 3, 80, 96)
     assert 0 <= float(points.min()) and float(points.max()) <= 1
+    disp, weight = displacement(model, lr, ref)
+    assert disp.shape == (2, 2, 20, 24) and weight.shape == (2, 1, 20, 24)
+    assert 0 <= float(weight.min()) and float(weight.max()) <= 1

@@ -7,11 +7,10 @@ import comfy.model_management as mm
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from aware_restore.core.checkpoint import save_safetensors
 from aware_restore.core.registry import WrongModelError
 from conftest import WORKFLOWS
+from PIL import Image
 
 IDS = ("SSENLoader", "SSENReferenceSR", "SSENOffsetMap")
 
@@ -22,7 +21,7 @@ def _image(b: int, h: int, w: int, c: int = 3, seed: int = 0) -> torch.Tensor:
 
 
 def _matching_ref(img: torch.Tensor, seed: int) -> torch.Tensor:
-    """A 4× reference that agrees with ``img`` in colour (so SSEN's consistency gate lets it through) but carries
+    """A 4× reference that agrees with ``img`` in colour (so SSEN's similarity gate lets it through) but carries
     its own fine texture."""
     g = torch.Generator().manual_seed(seed)
     up = torch.nn.functional.interpolate(img.permute(0, 3, 1, 2), scale_factor=4, mode="nearest")

@@ -1,16 +1,16 @@
 """The train-ssen recipe on a tiny folder: runs, checkpoints, resumes, exports a loadable model; metrics agree with
-scikit-image; the reference-kind curriculum follows its schedule."""
+scikit-image; the reference kinds come in their fractions with the true displacement where it is known; the
+photo-set preparation reads Debian packages; the grid ratio sees a checkerboard."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
-
 from aware_restore.core.ssen import load_ssen
-from aware_restore.training.ssen.data import builtin_photos, folder_samples
+from aware_restore.training.ssen.data import builtin_photos
 from aware_restore.training.ssen.metrics import psnr_y, ssim_y
 from aware_restore.training.ssen.train import Batcher, TrainOptions
+from PIL import Image
 
 
 def _folder(tmp_path):
@@ -40,16 +40,29 @@ def test_train_resume_and_export(tmp_path):
     assert (tmp_path / "run" / "validation.json").is_file()
 
 
-def test_reference_curriculum(tmp_path):
-    samples = folder_samples(_folder(tmp_path))
-    opt = TrainOptions(batch=1, patch=8, warmup=0.25, curriculum=0.35, p_irrelevant=0.25)
+def test_reference_kinds_and_true_displacements(tmp_path):
+    from aware_restore.core.ssen.match import coarse_flow
+    from aware_restore.core.ssen.model import bicubic_down
+
+    samples = builtin_photos("train")[:3]
+    opt = TrainOptions(batch=1, patch=16)
     b = Batcher(samples, opt, torch.Generator().manual_seed(0))
-    early = {b.item(0.1)[3] for _ in range(200)}
-    late = [b.item(1.0)[3] for _ in range(400)]
-    assert "irrelevant" not in early and "aligned" in early
-    assert 0.15 < late.count("irrelevant") / len(late) < 0.35
-    lr, hr, ref, kind = b.item(0.0)
-    assert lr.shape == (3, 8, 8) and hr.shape == ref.shape == (3, 32, 32)
+    kinds = [b.item()[5] for _ in range(300)]
+    for kind in ("self", "exact", "warped", "other", "irrelevant"):
+        share = kinds.count(kind) / len(kinds)
+        assert abs(share - getattr(opt, f"p_{kind}")) < 0.08, (kind, share)
+    seen = set()
+    while not {"exact", "warped"} <= seen:
+        lr, hr, ref, disp, known, kind = b.item()
+        assert lr.shape == (3, 16, 16) and hr.shape == ref.shape == (3, 64, 64) and disp.shape == (2, 16, 16)
+        if kind not in ("exact", "warped") or kind in seen:
+            continue
+        flow, score = coarse_flow(lr[None], bicubic_down(ref[None]))
+        m = (known[0] > 0) & (score[0, 0] > 0.9)
+        if int(m.sum()) < 20:
+            continue
+        seen.add(kind)  # the matcher agrees with the displacement the batcher says it made
+        assert float((flow[0] - disp).abs()[:, m].median()) < (0.25 if kind == "exact" else 0.75), kind
 
 
 def test_metrics_match_skimage():
@@ -67,3 +80,54 @@ def test_metrics_match_skimage():
                                      sigma=1.5, use_sample_covariance=False)
     assert abs(psnr_y(sr, hr) - ref_psnr) < 1e-6
     assert abs(ssim_y(sr, hr) - ref_ssim) < 2e-3
+
+
+def test_grid_ratio_sees_a_checkerboard():
+    from aware_restore.training.ssen.metrics import grid_ratio
+
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 16, 16, generator=g), size=(64, 64), mode="bicubic")
+    base = torch.full((1, 3, 64, 64), 0.5)
+    assert grid_ratio(base + 0.1 * (smooth - 0.5), base) < 2
+    grid = torch.zeros(1, 3, 64, 64)
+    grid[..., ::4, ::4] = 0.05
+    assert grid_ratio(base + 0.1 * (smooth - 0.5) + grid, base) > 5
+
+
+def test_photo_set_reads_debian_packages(tmp_path):
+    """The .deb reader (ar archive, xz data tarball) on a package built here."""
+    import io
+    import lzma
+    import tarfile
+
+    from aware_restore.training.ssen.photos import _deb_files
+
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        blob = b"jpeg bytes"
+        info = tarfile.TarInfo("./usr/share/backgrounds/a.jpg")
+        info.size = len(blob)
+        tar.addfile(info, io.BytesIO(blob))
+    members = [("debian-binary", b"2.0\n"), ("control.tar.xz", lzma.compress(b"")),
+               ("data.tar.xz", lzma.compress(data.getvalue()))]
+    ar = b"!<arch>\n"
+    for name, body in members:
+        ar += f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(body):<10}`\n".encode() + body
+        ar += b"\n" if len(body) % 2 else b""
+    deb = tmp_path / "x_1.0_all.deb"
+    deb.write_bytes(ar)
+    assert _deb_files(deb, "usr/share/backgrounds/") == {"usr/share/backgrounds/a.jpg": b"jpeg bytes"}
+
+
+def test_heldout_table_and_summary():
+    from aware_restore.training.ssen import heldout
+
+    modes = ("self", "aligned", "shift8", "larger", "irrelevant")
+    mean = {"bicubic": 28.0, "bicubic_ssim": 0.8, **{m: 30.0 + i for i, m in enumerate(modes)},
+            **{m + "_ssim": 0.85 for m in modes}}
+    res = {"mean": mean, "max_grid": {"self_grid": 2.0}}
+    stereo = {"mean": {"self": 29.0, "partner": 29.5, "partner_ssim": 0.9}}
+    text = heldout.table(res, stereo)
+    assert "| ground truth shifted by 8 px (2 LR px) | 32.00 | +2.00 |" in text
+    assert "| bicubic (no SSEN) | 28.00 | -2.00 | 0.8000 |" in text and "+0.50" in text.splitlines()[-1]
+    assert heldout.summary(res).startswith("bicubic 28.00; self 30.00 (+2.00 vs bicubic); aligned +1.00")

@@ -1,7 +1,7 @@
 """The whole SeeSR ×N pipeline (``test_seesr.py`` order), independent of where the SD2 parts come from.
 
 Text encoding and the VAE are passed as callables so the same code drives diffusers components (CLI) and
-ComfyUI's CLIP/VAE objects (``SeeSRUpscale`` node):
+any other CLIP/VAE implementation (the native ComfyUI path does not use this module: see nodes/seesr_native.py):
 
 * ``encode_text(list[str]) -> [B, 77, D]`` text states;
 * ``vae_encode([B,3,H,W] in [0,1]) -> [B,4,H/8,W/8]`` *unscaled* latent (what ComfyUI's VAEEncode gives);

@@ -21,9 +21,11 @@ def detect(keys: frozenset[str]) -> bool:
 
 def memory(config, batch: int, size: tuple[int, int]) -> int:
     """Activation bytes of one call on an ``h x w`` LR input (or tile): ~150 floats × nf per LR pixel for the
-    backbone and the ×4 output stages, plus the estimators' non-local attention (memory-efficient kernels)."""
+    backbone and the estimators, 40 × hr_nf for the ×4 output stage, ~1500 for the HR-sized reference images
+    (pre-warped, gated, warped, detail) and the coarse match's displacement rows (measured: ~18 KB per LR pixel
+    for the shipped model, so this over-estimates by ~1.5×)."""
     h, w = size
-    return int(batch * h * w * 4 * (150 * config.nf + 48 * SCALE * SCALE))
+    return int(batch * h * w * 4 * (150 * config.nf + 40 * getattr(config, "hr_nf", 16) + 1500))
 
 
 def load(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",

@@ -35,7 +35,9 @@ def _grid_sample_dcn(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor |
     groups = offset.shape[1] // (2 * k)
     if c != cw or c % groups:
         raise ValueError(f"deform_conv2d: input has {c} channels, weight expects {cw} in {groups} offset groups")
-    dtype, dev = x.dtype, x.device
+    dev = x.device
+    # positions and sampling in float32 for reduced precision (bf16 cannot address pixels beyond 256 exactly)
+    dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     # base sampling positions p0 + pk, in pixel units: [K, Ho, Wo]
     iy = torch.arange(ho, device=dev, dtype=dtype) * stride[0] - padding[0]
     ix = torch.arange(wo, device=dev, dtype=dtype) * stride[1] - padding[1]
@@ -43,14 +45,14 @@ def _grid_sample_dcn(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor |
     kx = (torch.arange(kw, device=dev, dtype=dtype) * dilation[1]).repeat(kh)
     base_y = ky[:, None, None] + iy[None, :, None]
     base_x = kx[:, None, None] + ix[None, None, :]
-    off = offset.view(b, groups, k, 2, ho, wo)
+    off = offset.to(dtype).view(b, groups, k, 2, ho, wo)
     py = base_y + off[:, :, :, 0]
     px = base_x + off[:, :, :, 1]
     # align_corners=False: pixel i has its centre at (2i + 1) / size - 1
     grid = torch.stack(((2 * px + 1) / w - 1, (2 * py + 1) / h - 1), dim=-1)  # [B, G, K, Ho, Wo, 2]
     grid = grid.view(b * groups, k * ho, wo, 2)
-    xs = x.reshape(b * groups, c // groups, h, w)
-    sampled = F.grid_sample(xs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    xs = x.reshape(b * groups, c // groups, h, w).to(dtype)
+    sampled = F.grid_sample(xs, grid, mode="bilinear", padding_mode="zeros", align_corners=False).to(x.dtype)
     sampled = sampled.view(b, groups, c // groups, k, ho, wo)
     if mask is not None:
         sampled = sampled * mask.view(b, groups, 1, k, ho, wo)

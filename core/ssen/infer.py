@@ -1,4 +1,4 @@
-"""Inference helpers: batched, tiled ×4 SR with references of any size, and the offset visualisation."""
+"""Inference helpers: batched, tiled ×4 SR with references of any size, the displacement field and its map."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..image import match_batch
+from ..image import check_finite, match_batch
 from ..progress import Progress
 from ..tiling import tiled_apply
 from .model import SCALE, SSENet
@@ -21,6 +21,9 @@ def _check(lr: torch.Tensor, what: str = "image") -> None:
     if min(lr.shape[-2:]) < MIN_SIDE:
         raise InputError(f"the {what} is {lr.shape[-1]}×{lr.shape[-2]} pixels; SSEN needs at least "
                          f"{MIN_SIDE}×{MIN_SIDE}")
+    if lr.shape[0] == 0:
+        raise InputError(f"the {what} batch is empty")
+    check_finite(lr, what)
 
 
 def pair_references(lr: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
@@ -60,27 +63,16 @@ def super_resolve(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = No
     return torch.cat(results).to(out_dev)
 
 
-def _hsv_wheel(angle: torch.Tensor) -> torch.Tensor:
-    """Hue (radians) → RGB on ``[...]`` giving ``[..., 3]``."""
-    h = (angle / (2 * torch.pi)) % 1.0 * 6
-    k = torch.stack([(5 + h) % 6, (3 + h) % 6, (1 + h) % 6], -1)
-    return 1 - torch.clamp(torch.minimum(k, 4 - k), 0, 1)
-
-
 @torch.no_grad()
-def offset_map(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = None, step: int = 8,
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where the deformable sampling points land in the reference (the paper's Fig. 7).
+def displacement(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each LR pixel's content is read from in the reference, and how much the reference is used there.
 
-    Returns ``(points, similarity)``, both ``[B,3,4h,4w]`` in [0,1]:
-
-    * ``points``: the reference (at 4× the image size, dimmed); for every ``step``-th LR pixel the 9 sampling
-      points of the last deformable layer, displaced by the offsets of all three layers (summed, averaged over
-      offset groups — an approximation of the composed sampling position), drawn as dots coloured by the
-      modulation mask (green = similar, red = gated off); a white dot marks the undeformed position.
-    * ``similarity``: the modulation mask averaged over layers, taps and groups, as a heat map (bright = the
-      reference is used there).
-    """
+    Returns ``(disp, weight)``: ``disp`` ``[B,2,h,w]`` (dy, dx) in LR pixels — the coarse match composed with the
+    mean displacement of each of the three deformable layers (:func:`compose_displacement`), i.e. the field the
+    aligned reference detail is sampled with; ``weight`` ``[B,1,h,w]`` in [0, 1] — the detail weight (learned
+    similarity × the parameter-free similarity gate). A reference whose content lies ``s`` LR pixels further
+    right/down gives ``disp ≈ (s, s)``."""
     if model.ssen is None:
         raise InputError("this SSEN network has no reference branch")
     _check(lr)
@@ -88,19 +80,30 @@ def offset_map(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = None,
     lr = lr.to(p.device, p.dtype)
     refs = pair_references(lr, None if ref is None else ref.to(p.device, p.dtype))
     _, trace = model(lr, refs, return_offsets=True)
+    return trace["displacement"].float(), (trace["detail_weight"] * trace["gate"]).float()
+
+
+@torch.no_grad()
+def offset_map(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = None, step: int = 8,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the alignment reads the reference (the paper's Fig. 7).
+
+    Returns ``(points, similarity)``, both ``[B,3,4h,4w]`` in [0,1]:
+
+    * ``points``: the reference (at 4× the image size, dimmed); for every ``step``-th LR pixel a white dot at the
+      pixel itself, a line of dots to where its content is read in the reference (:func:`displacement`) and the
+      3×3 footprint there, coloured by the detail weight (green = used, red = gated off).
+    * ``similarity``: the detail weight as a heat map (bright = the reference is used there).
+    """
+    disp, weight = displacement(model, lr, ref)
+    refs = pair_references(lr, None if ref is None else ref.to(disp.device, lr.dtype)).float().cpu()
     b, _, h, w = lr.shape
-    taps = 9
-    offs = [o.view(b, -1, taps, 2, h, w).float().mean(1) for o, _ in trace]  # [B, 9, 2, h, w]
-    masks = [m.view(b, -1, taps, h, w).float().mean(1) for _, m in trace]    # [B, 9, h, w]
-    total = sum(offs[1:], offs[0])
-    last_mask = masks[-1]
-    canvas = refs.float().clone().cpu() * 0.45
-    ky = torch.arange(3).repeat_interleave(3) - 1
-    kx = torch.arange(3).repeat(3) - 1
+    disp, weight = disp.cpu(), weight.cpu()
+    canvas = refs.clone() * 0.45
     H, W = SCALE * h, SCALE * w
 
     def dot(bi: int, y: float, x: float, colour: torch.Tensor) -> None:
-        yi, xi = int(round(y)), int(round(x))
+        yi, xi = round(y), round(x)
         y0, y1, x0, x1 = max(yi - 1, 0), min(yi + 2, H), max(xi - 1, 0), min(xi + 2, W)
         if y0 < y1 and x0 < x1:
             canvas[bi, :, y0:y1, x0:x1] = colour.view(3, 1, 1)
@@ -109,13 +112,16 @@ def offset_map(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = None,
     for bi in range(b):
         for yy in range(step // 2, h, step):
             for xx in range(step // 2, w, step):
-                for k in range(taps):
-                    dy = float(total[bi, k, 0, yy, xx]) + float(ky[k])
-                    dx = float(total[bi, k, 1, yy, xx]) + float(kx[k])
-                    m = float(last_mask[bi, k, yy, xx])
-                    dot(bi, SCALE * (yy + dy) + 1.5, SCALE * (xx + dx) + 1.5, torch.tensor([1 - m, m, 0.1]))
-                dot(bi, SCALE * yy + 1.5, SCALE * xx + 1.5, white)
-    sim = torch.stack(masks).mean((0, 2))[:, None]  # [B,1,h,w]
-    sim = F.interpolate(sim, scale_factor=SCALE, mode="nearest").cpu()
-    heat = torch.cat((sim, sim ** 2, 1 - sim), 1) * 0.7 + 0.3 * refs.float().cpu().mean(1, keepdim=True)
+                dy, dx = float(disp[bi, 0, yy, xx]), float(disp[bi, 1, yy, xx])
+                m = float(weight[bi, 0, yy, xx])
+                colour = torch.tensor([1 - m, m, 0.1])
+                cy, cx = SCALE * yy + 1.5, SCALE * xx + 1.5
+                for t in (0.25, 0.5, 0.75):
+                    dot(bi, cy + SCALE * dy * t, cx + SCALE * dx * t, colour * 0.6)
+                for ky in (-1, 0, 1):
+                    for kx in (-1, 0, 1):
+                        dot(bi, cy + SCALE * (dy + ky), cx + SCALE * (dx + kx), colour)
+                dot(bi, cy, cx, white)
+    sim = F.interpolate(weight, scale_factor=SCALE, mode="nearest")
+    heat = torch.cat((sim, sim ** 2, 1 - sim), 1) * 0.7 + 0.3 * refs.mean(1, keepdim=True)
     return canvas.clamp(0, 1), heat.clamp(0, 1)

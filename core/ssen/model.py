@@ -5,12 +5,14 @@ Layout (state-dict prefixes):
 * ``head``                      3→nf conv on the LR image
 * ``body_pre.{i}`` / ``body_post.{i}``  residual blocks without BN (EDSR) or with channel attention (RCAN);
   the aligned reference features are fused between the two halves ("mid-level" fusion)
-* ``body_conv``, ``upsample.{0,2}`` (two ×2 pixel-shuffle stages), ``tail``
-* ``ssen.*``                    the Similarity Search and Extraction Network: reference encoder (pixel-unshuffle
-  ×4 of the HR-sized reference, then convs), three stacked modulated deformable convolutions, each fed by its
-  own dynamic offset estimator (3 stride-2 downsamplings with an embedded-Gaussian non-local block at every
-  downsampled scale), the fusion convs, and ``ssen.to_pixels`` — a short path from the aligned reference
-  features straight to the ×4 output through a pixel shuffle.
+* ``body_conv``, ``upsample.convs.{0,1}`` (two bilinear ×2 + conv stages: no pixel shuffle, no checkerboard),
+  ``tail``
+* ``ssen.*``                    the Similarity Search and Extraction Network: a parameter-free coarse match
+  (:mod:`.match`) pre-warps the reference and a parameter-free similarity gate judges it per position after
+  alignment; the reference encoder (pixel-unshuffle ×4 of the HR-sized reference, then convs), three stacked
+  modulated deformable convolutions, each fed by its own dynamic offset estimator (3 stride-2 downsamplings
+  with an embedded-Gaussian non-local block at every downsampled scale), the fusion convs, and ``ssen.detail*``
+  — the learned weight of the aligned reference's high-frequency detail, added to the output.
 
 The output adds a bicubic ×4 upsampling of the input (global skip). Every hyper-parameter is read back from
 tensor shapes by :func:`infer_config`.
@@ -25,11 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..shapes import count_blocks, dim
 from .deform import ModulatedDeformConv2d
+from .match import box, coarse_flow, luma, ncc, warp
 
 SCALE = 4
+GATE_NCC = (0.5, 0.85)     # similarity gate: NCC mapped from 0 to 1
+GATE_SPREAD = (0.5, 2.0)   # similarity gate: flow spread (LR px) mapped from 1 to 0
+HP_SIGMA = 1.5             # detail high-pass (HR px)
 
 
 @dataclass(frozen=True)
@@ -45,9 +51,16 @@ class SSENConfig:
     n_dcn: int = 3               # stacked deformable convolutions
     nonlocal_blocks: bool = True # non-local block at each estimator scale
     use_ssen: bool = True        # False: the same network without the reference branch (benchmarks)
+    hr_nf: int = 16              # channels of the last (×4) upsampling stage
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def paper(cls, **overrides) -> SSENConfig:
+        """The paper-size network: 64 features, 16 residual blocks (8 before and 8 after the fusion), 64-channel
+        offset estimators (≈ 2.8 M parameters, 11 MB in fp32)."""
+        return cls(**{"nf": 64, "n_pre": 8, "n_post": 8, "est_nf": 64, "hr_nf": 32, **overrides})
 
 
 def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
@@ -101,12 +114,12 @@ class OffsetEstimator(nn.Module):
     scale; predicts per-tap offsets (zero at init, bounded to ±MAX_OFFSET LR pixels by a scaled tanh) and
     modulation-mask logits for one deformable layer."""
 
-    MAX_OFFSET = 16.0
+    MAX_OFFSET = 4.0  # residual to the coarse match
 
     def __init__(self, nf: int, est_nf: int, groups: int, nonlocal_blocks: bool, taps: int = 9) -> None:
         super().__init__()
         self.groups, self.taps = groups, taps
-        self.inp = _conv(2 * nf + 3, est_nf)  # + 3: the colour-difference cue (LR − box-downsampled ref)
+        self.inp = _conv(2 * nf + 3, est_nf)  # + 3: colour difference between the input and the gated reference
         self.down = nn.ModuleList(_conv(est_nf, est_nf, 3, 2) for _ in range(3))
         self.nl = nn.ModuleList(NonLocal(est_nf) for _ in range(3)) if nonlocal_blocks else None
         self.up = nn.ModuleList(_conv(est_nf, est_nf) for _ in range(3))
@@ -135,8 +148,91 @@ class OffsetEstimator(nn.Module):
         return offset, torch.sigmoid(out[:, n:])
 
 
+def resize_bicubic(x: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
+    """Bicubic resize; the antialiased kernel has no half-precision CPU implementation in torch, so reduced
+    precision is resized in float32 and cast back (one rounding, as in the network itself)."""
+    if antialias and x.dtype in (torch.float16, torch.bfloat16):
+        return F.interpolate(x.float(), size=size, mode="bicubic", align_corners=False, antialias=True).to(x.dtype)
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=antialias)
+
+
+def bicubic_down(x: torch.Tensor) -> torch.Tensor:
+    """The degradation: antialiased bicubic ×4 down (no clamping, differentiable)."""
+    h, w = x.shape[-2:]
+    return resize_bicubic(x, (h // SCALE, w // SCALE), antialias=True)
+
+
+def bicubic_up(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=SCALE, mode="bicubic", align_corners=False)
+
+
+def highpass(x: torch.Tensor, sigma: float = HP_SIGMA) -> torch.Tensor:
+    """``x`` minus its Gaussian blur (σ = 1.5 HR px: half power at the LR Nyquist frequency, 6 % left at a
+    4-pixel period); separable, edge-replicated."""
+    r = 4
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = (k / k.sum()).view(1, 1, 1, -1)
+    c = x.shape[1]
+    y = F.pad(x, (r, r, r, r), mode="replicate")
+    y = F.conv2d(y, k.expand(c, 1, 1, -1), groups=c)
+    y = F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return x - y
+
+
+def warp_hr(img: torch.Tensor, flow_lr: torch.Tensor) -> torch.Tensor:
+    """Sample the HR-sized ``img`` at ``Q + 4·flow(Q/4)``: an LR displacement field applied at HR."""
+    flow_hr = SCALE * F.interpolate(flow_lr, scale_factor=SCALE, mode="bilinear", align_corners=False)
+    return warp(img, flow_hr, mode="bicubic")
+
+
+def flow_spread(flow: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """Local spread of a displacement field ``[B,2,h,w]``: sqrt of the summed k×k variances of dy and dx, in LR
+    pixels. A true match moves neighbouring pixels together (a shift, a zoom or a small rotation keeps it well
+    under one pixel); matches into an unrelated image scatter (several pixels)."""
+    m = box(flow, k)
+    return (box(flow * flow, k) - m * m).clamp_min(0).sum(1, keepdim=True).sqrt()
+
+
+def similarity_gate(lr: torch.Tensor, ref_lr: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Parameter-free per-position gate ``[B,1,h,w]`` in [0, 1], judged after the coarse alignment: the local 7×7
+    luma NCC between the input and the aligned reference at the input's scale, mapped linearly from GATE_NCC[0]
+    (0) to GATE_NCC[1] (1), times the coherence of the match, mapped from GATE_SPREAD[1] px of flow spread (0) to
+    GATE_SPREAD[0] (1), then a 5×5 morphological opening. Flat windows score 0 (variance floor): without evidence
+    in the input, or where the match is incoherent or isolated, the reference is not trusted."""
+    with torch.no_grad():
+        rho = ncc(luma(lr), luma(ref_lr), 7)
+        g_ncc = ((rho - GATE_NCC[0]) / (GATE_NCC[1] - GATE_NCC[0])).clamp(0, 1)
+        spread = flow_spread(flow)
+        g_coh = ((GATE_SPREAD[1] - spread) / (GATE_SPREAD[1] - GATE_SPREAD[0])).clamp(0, 1)
+        g = g_ncc * g_coh
+        # morphological opening (5×5 erosion, then dilation): true matches cover regions, chance matches
+        # into an unrelated image are isolated specks
+        g = -F.max_pool2d(-g, 5, 1, 2)
+        g = F.max_pool2d(g, 5, 1, 2)
+    return g
+
+
+def layer_displacement(offset: torch.Tensor, taps: int = 9) -> torch.Tensor:
+    """Mean displacement (dy, dx) of one deformable layer's sampling pattern: the offsets averaged over the
+    taps and offset groups (the regular 3×3 positions average to zero). ``[B,2,h,w]``."""
+    b, _, h, w = offset.shape
+    return offset.view(b, -1, taps, 2, h, w).mean((1, 2))
+
+
+def compose_displacement(offsets: list[torch.Tensor]) -> torch.Tensor:
+    """Where the last of the stacked deformable layers reads the first one's input, in LR pixels: the last layer
+    reads its input at ``p + δₙ(p)``, which read the one before at ``+ δₙ₋₁(p + δₙ)``, and so on. The first
+    layer's input is the reference pre-warped by the coarse match ``flow0``, so the full displacement is
+    ``D + flow0(p + D)`` (see :meth:`SSENModule.align`)."""
+    d = layer_displacement(offsets[-1])
+    for off in reversed(offsets[:-1]):
+        d = d + warp(layer_displacement(off), d)
+    return d
+
+
 class SSENModule(nn.Module):
-    """Reference encoder + stacked similarity-aware deformable alignment + fusion."""
+    """Coarse match + reference encoder + stacked similarity-aware deformable alignment + fusion + detail head."""
 
     def __init__(self, cfg: SSENConfig) -> None:
         super().__init__()
@@ -148,25 +244,60 @@ class SSENModule(nn.Module):
         self.dcns = nn.ModuleList(ModulatedDeformConv2d(nf) for _ in range(cfg.n_dcn))
         self.fuse1 = _conv(2 * nf, nf)
         self.fuse2 = _conv(nf, nf)
-        self.to_pixels = _conv(nf, 3 * SCALE * SCALE)
-        for m in (self.fuse2, self.to_pixels):
+        self.detail1 = _conv(2 * nf, nf // 2)
+        self.detail2 = _conv(nf // 2, 1)
+        for m in (self.fuse2, self.detail2):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def align(self, lr: torch.Tensor, lr_feat: torch.Tensor, ref: torch.Tensor, keep_offsets: bool = False
-              ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        r = self.ref_body(self.ref_head(F.pixel_unshuffle(ref, SCALE)))
-        cue = lr - F.avg_pool2d(ref, SCALE)  # where the reference's colours disagree with the input
-        trace = []
+    def align(self, lr: torch.Tensor, lr_feat: torch.Tensor, ref: torch.Tensor, base: torch.Tensor
+              ) -> dict[str, torch.Tensor | list]:
+        flow0, _ = coarse_flow(lr, bicubic_down(ref))
+        pre = warp_hr(ref, flow0)
+        gate = similarity_gate(lr, bicubic_down(pre), flow0)
+        # the parameter-free match runs in float32; the flow stays float32 (positions), the rest takes the model's
+        g_hr = F.interpolate(gate, scale_factor=SCALE, mode="bilinear", align_corners=False).to(lr.dtype)
+        ref_in = g_hr * pre + (1 - g_hr) * base
+        r = self.ref_body(self.ref_head(F.pixel_unshuffle(ref_in, SCALE)))
+        cue = lr - bicubic_down(ref_in)  # no gate channel: gate 0 must look exactly like self-similarity
+        offsets, masks = [], []
         for est, dcn in zip(self.estimators, self.dcns):
             offset, mask = est(lr_feat, r, cue)
             r = dcn(r, offset, mask)
-            if keep_offsets:
-                trace.append((offset, mask))
-        return r, trace
+            offsets.append(offset)
+            masks.append(mask)
+        residual = compose_displacement(offsets)
+        disp = residual + warp(flow0, residual)
+        # every reference-dependent input falls back to the self-similarity reference where the gate is shut, so a
+        # reference gated off everywhere gives exactly the self-similarity result
+        warped = g_hr * warp_hr(ref, disp) + (1 - g_hr) * warp_hr(base, residual)
+        # the detail the input lacks: (aligned reference − bicubic input) above the LR Nyquist frequency (a
+        # shift-invariant Gaussian high-pass, so no 4-pixel period is imprinted); exactly 0 for the
+        # self-similarity reference, ≈ the true residual for an aligned ground truth
+        detail = highpass(warped - base)
+        return {"aligned": r, "detail": detail, "gate": gate, "flow0": flow0, "displacement": disp,
+                "offsets": offsets, "masks": masks}
 
     def fuse(self, mid: torch.Tensor, aligned: torch.Tensor) -> torch.Tensor:
         return mid + self.fuse2(F.leaky_relu(self.fuse1(torch.cat((mid, aligned), 1)), 0.1))
+
+    def detail_weight(self, mid: torch.Tensor, aligned: torch.Tensor) -> torch.Tensor:
+        """Per-position weight in (0, 1) of the aligned reference's detail (learned)."""
+        return torch.sigmoid(self.detail2(F.leaky_relu(self.detail1(torch.cat((mid, aligned), 1)), 0.1)))
+
+
+class Upsampler(nn.Module):
+    """×4 by two (bilinear ×2 → 3×3 conv → LeakyReLU) stages: no pixel shuffle, so no sub-pixel phase can
+    learn its own bias (the checkerboard); the first stage keeps ``nf`` channels, the second ``hr_nf``."""
+
+    def __init__(self, nf: int, hr_nf: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList((_conv(nf, nf), _conv(nf, hr_nf)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = F.leaky_relu(conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)), 0.1)
+        return x
 
 
 class SSENet(nn.Module):
@@ -184,8 +315,8 @@ class SSENet(nn.Module):
         self.body_pre = nn.Sequential(*(ResBlock(nf, ca) for _ in range(cfg.n_pre)))
         self.body_post = nn.Sequential(*(ResBlock(nf, ca) for _ in range(cfg.n_post)))
         self.body_conv = _conv(nf, nf)
-        self.upsample = nn.Sequential(_conv(nf, 4 * nf), nn.PixelShuffle(2), _conv(nf, 4 * nf), nn.PixelShuffle(2))
-        self.tail = _conv(nf, 3)
+        self.upsample = Upsampler(nf, cfg.hr_nf)
+        self.tail = _conv(cfg.hr_nf, 3)
         self.ssen = SSENModule(cfg) if cfg.use_ssen else None
 
     @staticmethod
@@ -195,43 +326,29 @@ class SSENet(nn.Module):
         if ref is None:
             ref = lr
         if ref.shape[0] not in (1, lr.shape[0]):
-            raise ValueError(f"{ref.shape[0]} references for {lr.shape[0]} images: give one, or one per image")
+            raise InputError(f"{ref.shape[0]} references for {lr.shape[0]} images: give one, or one per image")
         if ref.shape[-2:] != (SCALE * h, SCALE * w):
             shrink = ref.shape[-2] > SCALE * h or ref.shape[-1] > SCALE * w
-            ref = F.interpolate(ref, size=(SCALE * h, SCALE * w), mode="bicubic", align_corners=False,
-                                antialias=shrink)
+            ref = resize_bicubic(ref, (SCALE * h, SCALE * w), antialias=shrink)
         if ref.shape[0] != lr.shape[0]:
             ref = ref.expand(lr.shape[0], -1, -1, -1)
         return ref.to(lr.dtype)
 
-    @staticmethod
-    def consistency_gate(lr: torch.Tensor, ref: torch.Tensor, tau: float = 0.05) -> torch.Tensor:
-        """Parameter-free reference-consistency gate ``[B,1,h,w]`` in (0, 1]: ≈1 where the reference, box-
-        downsampled ×4, agrees in colour with the input (3×3-blurred mean absolute difference ``d``), falling as
-        ``exp(-(d / tau)²)`` where it does not."""
-        d = (lr - F.avg_pool2d(ref, SCALE)).abs().mean(1, keepdim=True)
-        d = F.avg_pool2d(d, 3, 1, 1, count_include_pad=False)
-        return torch.exp(-(d / tau) ** 2)
-
-    def gated_reference(self, lr: torch.Tensor, ref: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-        """Blend the reference with the self-similarity reference (``base`` = bicubic ×4 of ``lr``) by the
-        consistency gate, so content that disagrees with the input is replaced by what no reference would give."""
-        g = F.interpolate(self.consistency_gate(lr, ref), scale_factor=SCALE, mode="bilinear", align_corners=False)
-        return g * ref + (1 - g) * base
-
     def forward(self, lr: torch.Tensor, ref: torch.Tensor | None = None, return_offsets: bool = False):
         if lr.ndim != 4 or lr.shape[1] != 3:
-            raise ValueError(f"SSEN expects an RGB batch [B,3,h,w]; got shape {tuple(lr.shape)}")
-        base = F.interpolate(lr, scale_factor=SCALE, mode="bicubic", align_corners=False)
+            raise InputError(f"SSEN expects an RGB batch [B,3,h,w]; got shape {tuple(lr.shape)}")
+        base = bicubic_up(lr)
         x = self.head(lr)
         mid = self.body_pre(x)
         extra = 0
-        trace: list = []
+        trace: dict = {}
         if self.ssen is not None:
-            ref = self.gated_reference(lr, self.prepare_reference(lr, ref), base) if ref is not None else base
-            aligned, trace = self.ssen.align(lr, mid, ref, keep_offsets=return_offsets)
-            mid = self.ssen.fuse(mid, aligned)
-            extra = F.pixel_shuffle(self.ssen.to_pixels(aligned), SCALE)
+            ref = self.prepare_reference(lr, ref) if ref is not None else base
+            trace = self.ssen.align(lr, mid, ref, base)
+            mid = self.ssen.fuse(mid, trace["aligned"])
+            weight = self.ssen.detail_weight(mid, trace["aligned"])
+            trace["detail_weight"] = weight
+            extra = F.interpolate(weight, scale_factor=SCALE, mode="bilinear", align_corners=False) * trace["detail"]
         y = self.body_conv(self.body_post(mid)) + x
         sr = self.tail(self.upsample(y)) + base + extra
         return (sr, trace) if return_offsets else sr
@@ -256,7 +373,7 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> SSENConfig:
                       backbone="rcan" if rcan else "edsr", ca_reduction=ca_red,
                       ref_blocks=count_blocks(keys, "ssen.ref_body.") if use_ssen else 1,
                       est_nf=est_nf, groups=groups, n_dcn=n_dcn, nonlocal_blocks=nonlocal_blocks,
-                      use_ssen=use_ssen)
+                      use_ssen=use_ssen, hr_nf=dim(sd, "tail.weight", 1, "SSEN"))
 
 
 def build_from_state_dict(sd: Mapping[str, torch.Tensor]) -> SSENet:

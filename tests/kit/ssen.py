@@ -10,7 +10,6 @@ FILENAME = "ssen_tiny.safetensors"
 
 def tiny_model(seed: int = 0):
     import torch
-
     from aware_restore.core.ssen.model import SSENConfig, SSENet
 
     model = SSENet(SSENConfig(**TINY))
@@ -25,3 +24,12 @@ def write(models_root: Path) -> None:
     from aware_restore.core.ssen.loader import save_ssen
 
     save_ssen(tiny_model(), Path(models_root) / "ssen" / FILENAME, note={"trained_on": "random (test kit)"})
+
+
+def holdout_photos():
+    """The SSEN photo set's held-out photos (``training.ssen.photos.find_photos``: ``$AWARE_RESTORE_SSEN_PHOTOS``, a
+    set cached in ``~/.cache/aware_restore``, or the held-out subset prepared there on first use with ``apt-get
+    download``, ~160 MB); None when they cannot be had."""
+    from aware_restore.training.ssen.photos import find_photos
+
+    return find_photos()

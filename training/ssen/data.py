@@ -1,7 +1,8 @@
 """Training / validation data for SSEN: HR photos, bicubic ×4 LR, and references of several kinds.
 
-Sources: a folder of HR images (optionally a paired LR folder and a reference folder), or the photos bundled
-with scikit-image (``builtin_photos``) — a reproducible demo set used for the shipped model and its tests.
+Sources: the package photo set (``photo_samples``, prepared by :mod:`.photos`; the shipped model's training
+data), a folder of HR images (optionally a paired LR folder and a reference folder), or the photos bundled with
+scikit-image (``builtin_photos``) — a small reproducible set that needs no download.
 """
 
 from __future__ import annotations
@@ -80,6 +81,28 @@ def builtin_photos(split: str = "train") -> list[Sample]:
                           aligned_refs=True))
         return out
     raise ValueError(f"unknown split {split!r}")
+
+
+def _load_u8(path: Path) -> torch.Tensor:
+    from PIL import Image
+
+    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy()).permute(2, 0, 1).contiguous()
+
+
+def photo_samples(root: str | Path) -> list[Sample]:
+    """The prepared photo set's training split (``root/train/*.png``, kept as uint8) and rows < 300 of the
+    motorcycle stereo pair, each view the other's reference."""
+    root = Path(root)
+    files = sorted((root / "train").glob("*.png"))
+    if not files:
+        raise FileNotFoundError(f"no training photos in {root}/train (prepare them with "
+                                "training.ssen.photos.prepare_photos)")
+    out = [Sample(p.stem, _load_u8(p)) for p in files]
+    left, right = _load_u8(root / "stereo" / "motorcycle_left.png"), _load_u8(root / "stereo" / "motorcycle_right.png")
+    for a, b, name in ((left, right, "motorcycle_left_top"), (right, left, "motorcycle_right_top")):
+        out.append(Sample(name, a[:, :HOLDOUT_ROW].contiguous(), refs=[b[:, :HOLDOUT_ROW].contiguous()],
+                          aligned_refs=True))
+    return out
 
 
 def _list_images(folder: Path) -> list[Path]:
