@@ -91,13 +91,14 @@ def _quality(photos: str | None, threads: int) -> dict:
             "rows": res["rows"], "stereo": stereo["mean"]}
 
 
-TILING_CASES = (("skimage_astronaut", 512, ((128, 16), (64, 16), (64, 32), (32, 16))),
-                ("mate_Wood", 1024, ((128, 16), (128, 32))))
+TILING_CASES = (("skimage_astronaut", 448, ((112, 16), (64, 16), (64, 32), (32, 16))),
+                ("mate_Wood", 704, ((128, 16), (128, 32))))
+SHIFT = 8  # HR px: the reference is the window 8 px up and left, so the target's content lies 8 px down-right
 
 
 def _tiling(photos: str | None, threads: int) -> dict:
-    """Tiled vs untiled SSEN output (8-bit levels, PSNR) on the top-left HR square of held-out photos, without a
-    reference and with the same photo displaced by 8 HR px (2 LR px; rolled) as the reference."""
+    """Tiled vs untiled SSEN output (8-bit levels, PSNR) on an HR square of held-out photos (at 32 px from the
+    top-left corner), without a reference and with the window displaced by 8 HR px (2 LR px) as the reference."""
     import torch
     from aware_restore.core.ssen import load_ssen
     from aware_restore.core.ssen.infer import super_resolve
@@ -111,10 +112,11 @@ def _tiling(photos: str | None, threads: int) -> dict:
     model = load_ssen()
     rows = []
     for name, side, tiles in TILING_CASES:
-        hr = images[name][None, :, :side, :side]
+        img = images[name][None]
+        hr = img[..., 32:32 + side, 32:32 + side]
         lr = bicubic_down(hr)
-        for mode in ("self", "shift8"):
-            ref = None if mode == "self" else hr.roll((8, 8), (-2, -1))
+        for mode in ("self", f"shift{SHIFT}"):
+            ref = None if mode == "self" else img[..., 32 - SHIFT:32 - SHIFT + side, 32 - SHIFT:32 - SHIFT + side]
             whole = super_resolve(model, lr, ref)
             for tile, overlap in tiles:
                 tiled = super_resolve(model, lr, ref, tile=tile, overlap=overlap)

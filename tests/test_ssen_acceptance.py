@@ -6,7 +6,8 @@ of the package photo set (training/ssen/photos.py: scikit-image's astronaut and 
 * a reference shifted by 8, 16 or 32 HR px ≥ +0.5 dB over self-similarity (each shift, on average);
 * an irrelevant reference ≥ −0.1 dB against self-similarity;
 * the grid ratio (period-4/period-2 energy of SSEN − bicubic) ≤ 5 on every crop;
-* tiled = untiled exactly when the image fits in one tile, and close otherwise.
+* tiled = untiled exactly when the image fits in one tile, and within 48 dB (PSNR against the untiled output)
+  otherwise, with or without a shifted reference.
 
 The held-out photos are prepared on first use (``apt-get download`` of three Debian packages, ~160 MB, cached in
 ``~/.cache/aware_restore``; or point ``AWARE_RESTORE_SSEN_PHOTOS`` at a prepared set); without a package registry
@@ -26,7 +27,7 @@ SELF_OVER_BICUBIC_DB = 1.5
 SHIFTED_OVER_SELF_DB = 0.5
 IRRELEVANT_TOL_DB = 0.1
 GRID_MAX = 5.0
-TILED_MIN_DB = 40.0
+TILED_MIN_DB = 48.0
 MODES = ("self", "shift8", "shift16", "shift32", "irrelevant")
 
 
@@ -73,17 +74,23 @@ def test_no_checkerboard(scores):
     assert scores["max_grid"] <= GRID_MAX, scores
 
 
-def test_tiled_matches_untiled_on_a_photo():
-    """The coarse match and the non-local blocks are global, so tiles see less context; with overlap the blended
-    result stays close to the untiled one, and is identical when the image fits in one tile."""
+@pytest.mark.parametrize("shift", [0, 8, 16])
+def test_tiled_matches_untiled_on_a_photo(shift):
+    """The match runs on the whole image and each tile reads the reference around it, so tiles differ from the
+    whole image only through the network's own context (non-local blocks, borders); identical when the image fits
+    in one tile. References: the ground truth (shift 0) and the window ``shift`` px up-left (content further
+    down-right, partly outside each tile's own box)."""
     from aware_restore.core.ssen.infer import super_resolve
     from aware_restore.training.ssen.data import bicubic_down
 
     img = holdout_images()["skimage_astronaut"]
     hr = img[None, :, 200:392, 200:392]
+    ref = img[None, :, 200 - shift:392 - shift, 200 - shift:392 - shift]
     lr = bicubic_down(hr)
     model = load_ssen()
-    whole = super_resolve(model, lr, hr)
-    assert torch.equal(whole, super_resolve(model, lr, hr, tile=48))
-    tiled = super_resolve(model, lr, hr, tile=32, overlap=16)
+    whole = super_resolve(model, lr, ref)
+    assert torch.equal(whole, super_resolve(model, lr, ref, tile=48))
+    tiled = super_resolve(model, lr, ref, tile=32, overlap=16)  # 4 tiles of 32² on the 48² input
+    # measured 53.4 / 53.7 / 53.9 dB (before the whole-image match and reference windows: 38.9–42.3 dB)
     assert psnr_y(tiled, whole, shave=0) >= TILED_MIN_DB
+    assert psnr_y(tiled, hr) >= psnr_y(whole, hr) - 0.3  # measured −0.26 / −0.06 / −0.04 dB

@@ -141,6 +141,25 @@ def test_coarse_match_finds_whole_and_sub_pixel_shifts():
     assert abs(float(flow[0, 1, 6:-6, 6:-6].median())) < 0.1
 
 
+def test_reference_windows_need_the_whole_image_match():
+    model = load_ssen()
+    lr = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    window = torch.rand(1, 3, 64, 64)
+    with pytest.raises(ValueError, match="whole image's match"):
+        model(lr, window, ref_origin=(2, 2))
+    with pytest.raises(ValueError, match="multiples of 4"):
+        model(lr, window[..., :63, :], ref_origin=(2, 2))
+    with pytest.raises(ValueError, match="does not lie inside"):
+        model(lr, window, ref_origin=(6, 0), match=model.ssen.match(lr, torch.rand(1, 3, 48, 48)))
+    with pytest.raises(ValueError, match="differ in size"):
+        coarse_flow(lr, window)
+    # a window at origin (0, 0) with the image's own match is the plain call
+    ref = torch.rand(1, 3, 48, 48)
+    match = model.ssen.match(lr, ref)
+    with torch.no_grad():
+        assert torch.equal(model(lr, ref), model(lr, ref, ref_origin=(0, 0), match=match))
+
+
 def test_similarity_gate_and_fallback_to_self_similarity():
     hr = _texture(size=128)
     lr = torch.nn.functional.interpolate(hr, size=(32, 32), mode="bicubic", align_corners=False, antialias=True)

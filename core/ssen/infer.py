@@ -8,10 +8,13 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..image import check_finite, match_batch
 from ..progress import Progress
-from ..tiling import tiled_apply
+from ..tiling import blend_tiles, grid, retry_on_oom
+from .match import RADIUS
 from .model import SCALE, SSENet
 
 MIN_SIDE = 4
+MIN_TILE = 64     # the out-of-memory back-off stops here
+REF_MARGIN = RADIUS  # LR px of reference around each tile
 
 
 def _check(lr: torch.Tensor, what: str = "image") -> None:
@@ -37,29 +40,51 @@ def pair_references(lr: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
 
 @torch.no_grad()
 def super_resolve(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = None, tile: int | None = None,
-                  overlap: int = 16, progress: Progress | None = None) -> torch.Tensor:
+                  overlap: int = 16, progress: Progress | None = None, margin: int = REF_MARGIN) -> torch.Tensor:
     """×4 SR of ``lr`` ``[B,3,h,w]`` (in [0,1]) with ``ref`` (any size, batch 1 or B, or None) → ``[B,3,4h,4w]``
-    clamped to [0,1], on the input's device. ``tile`` (LR pixels) processes overlapping tiles; the reference is
-    tiled with the image (its tile is the matching 4× window)."""
+    clamped to [0,1], on the input's device.
+
+    ``tile`` (LR pixels) runs the network on overlapping tiles, blended with a Gaussian window; an image that fits
+    in one tile is processed whole (exactly the untiled result). The parameter-free match (coarse displacement and
+    similarity gate) runs once on the whole image, so every tile reads the whole image's displacement; each tile
+    gets the reference window around it grown by ``margin`` LR pixels (default: the match's search radius), so
+    content the displacement points to beyond the tile is there."""
     _check(lr)
     p = next(model.parameters())
     dev, dtype = p.device, p.dtype
     out_dev = lr.device
     lr = lr.to(dev, dtype)
     refs = pair_references(lr, None if ref is None else ref.to(dev, dtype))
-    b = lr.shape[0]
+    b, (h, w) = lr.shape[0], lr.shape[-2:]
     results = []
     for i in range(b):
-        packed = torch.cat((lr[i:i + 1], F.pixel_unshuffle(refs[i:i + 1], SCALE)), 1)
-
-        def fn(t: torch.Tensor) -> torch.Tensor:
-            return model(t[:, :3], F.pixel_shuffle(t[:, 3:], SCALE))
+        lr_i, ref_i = lr[i:i + 1], refs[i:i + 1]
 
         def sub(done: int, total: int, i: int = i) -> None:
             if progress is not None:
                 progress(i * total + done, b * total)
 
-        results.append(tiled_apply(fn, packed, tile, overlap, scale=SCALE, progress=sub).clamp(0, 1))
+        def run(t: int | None, lr_i: torch.Tensor = lr_i, ref_i: torch.Tensor = ref_i) -> torch.Tensor:
+            g = grid(h, w, t, overlap)
+            if len(g) == 1:
+                out = model(lr_i, ref_i)
+                sub(1, 1)
+                return out
+            flow0, gate = model.ssen.match(lr_i, ref_i) if model.ssen is not None else (None, None)
+
+            def part(tl: torch.Tensor, pos: tuple[int, int]) -> torch.Tensor:
+                (y, x), (th, tw) = pos, tl.shape[-2:]
+                if flow0 is None:
+                    return model(tl)
+                y0, x0 = max(0, y - margin), max(0, x - margin)
+                y1, x1 = min(h, y + th + margin), min(w, x + tw + margin)
+                window = ref_i[..., SCALE * y0:SCALE * y1, SCALE * x0:SCALE * x1]
+                match = (flow0[..., y:y + th, x:x + tw], gate[..., y:y + th, x:x + tw])
+                return model(tl, window, ref_origin=(y - y0, x - x0), match=match)
+
+            return blend_tiles(part, lr_i, g, SCALE, "gaussian", sub).to(lr_i.dtype)
+
+        results.append(retry_on_oom(run, tile, max(h, w), MIN_TILE).clamp(0, 1))
     return torch.cat(results).to(out_dev)
 
 

@@ -61,15 +61,23 @@ def base_grid(h: int, w: int, device, dtype) -> torch.Tensor:
     return torch.stack((y, x), 1)  # [1,2,h,w]
 
 
-def warp(x: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-    """``x`` sampled at ``p + flow(p)`` (pixel units; ``flow`` has ``x``'s size), edges replicated."""
+def warp(x: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear", origin: tuple[int, int] | None = None
+         ) -> torch.Tensor:
+    """``x`` sampled at ``p + flow(p)`` (pixel units), edges replicated. ``flow`` has ``x``'s size, or, with
+    ``origin`` = (oy, ox), ``x`` is a larger window in which the flow's pixel (0, 0) sits at ``origin`` (a tile's
+    reference with a margin): then ``x`` is sampled at ``origin + p + flow(p)``."""
     h, w = flow.shape[-2:]
-    if x.shape[-2:] != (h, w):
-        raise InputError(f"warp: image {tuple(x.shape[-2:])} and flow {(h, w)} differ in size")
+    hx, wx = x.shape[-2:]
+    if origin is None:
+        if (hx, wx) != (h, w):
+            raise InputError(f"warp: image {(hx, wx)} and flow {(h, w)} differ in size")
+        origin = (0, 0)
     # positions and sampling in float32 at least (bf16 cannot address pixels beyond 256 exactly)
     dt = torch.promote_types(torch.promote_types(x.dtype, flow.dtype), torch.float32)
     pos = base_grid(h, w, flow.device, dt) + flow.to(dt)
-    grid = torch.stack(((2 * pos[:, 1] + 1) / w - 1, (2 * pos[:, 0] + 1) / h - 1), -1)  # pixel centres
+    if origin != (0, 0):
+        pos = pos + torch.tensor(origin, device=flow.device, dtype=dt).view(1, 2, 1, 1)
+    grid = torch.stack(((2 * pos[:, 1] + 1) / wx - 1, (2 * pos[:, 0] + 1) / hx - 1), -1)  # pixel centres
     return F.grid_sample(x.to(dt), grid, mode=mode, padding_mode="border", align_corners=False).to(x.dtype)
 
 
@@ -103,6 +111,9 @@ def _cost_at(a: torch.Tensor, b: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def coarse_flow(lr: torch.Tensor, ref_lr: torch.Tensor, radius: int = RADIUS) -> tuple[torch.Tensor, torch.Tensor]:
     """See the module docstring. ``lr`` and ``ref_lr`` are ``[B,3,h,w]`` (same size)."""
+    if lr.shape[-2:] != ref_lr.shape[-2:]:
+        raise InputError(f"coarse_flow: input {tuple(lr.shape[-2:])} and reference {tuple(ref_lr.shape[-2:])} "
+                         "differ in size")
     a, b = luma(lr.float()), luma(ref_lr.float())
     off = 0.5 * (a.mean() + b.mean())
     a, b = a - off, b - off  # smaller magnitudes keep the running sums precise

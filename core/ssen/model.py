@@ -180,10 +180,12 @@ def highpass(x: torch.Tensor, sigma: float = HP_SIGMA) -> torch.Tensor:
     return x - y
 
 
-def warp_hr(img: torch.Tensor, flow_lr: torch.Tensor) -> torch.Tensor:
-    """Sample the HR-sized ``img`` at ``Q + 4·flow(Q/4)``: an LR displacement field applied at HR."""
+def warp_hr(img: torch.Tensor, flow_lr: torch.Tensor, origin: tuple[int, int] | None = None) -> torch.Tensor:
+    """Sample the HR-sized ``img`` at ``Q + 4·flow(Q/4)``: an LR displacement field applied at HR. ``origin``
+    (LR px): ``img`` is a larger window holding the field's pixel (0, 0) at ``4·origin``."""
     flow_hr = SCALE * F.interpolate(flow_lr, scale_factor=SCALE, mode="bilinear", align_corners=False)
-    return warp(img, flow_hr, mode="bicubic")
+    hr_origin = None if origin is None else (SCALE * origin[0], SCALE * origin[1])
+    return warp(img, flow_hr, mode="bicubic", origin=hr_origin)
 
 
 def flow_spread(flow: torch.Tensor, k: int = 5) -> torch.Tensor:
@@ -250,11 +252,25 @@ class SSENModule(nn.Module):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def align(self, lr: torch.Tensor, lr_feat: torch.Tensor, ref: torch.Tensor, base: torch.Tensor
-              ) -> dict[str, torch.Tensor | list]:
+    @staticmethod
+    def match(lr: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The parameter-free part: the coarse match ``flow0`` ``[B,2,h,w]`` (float32, LR px) of ``lr`` in ``ref``
+        (``4h × 4w``) and the similarity gate ``[B,1,h,w]`` judged after it, both computed in float32."""
+        lr, ref = lr.float(), ref.float()
         flow0, _ = coarse_flow(lr, bicubic_down(ref))
-        pre = warp_hr(ref, flow0)
-        gate = similarity_gate(lr, bicubic_down(pre), flow0)
+        return flow0, similarity_gate(lr, bicubic_down(warp_hr(ref, flow0)), flow0)
+
+    def align(self, lr: torch.Tensor, lr_feat: torch.Tensor, ref: torch.Tensor, base: torch.Tensor,
+              origin: tuple[int, int] | None = None, match: tuple[torch.Tensor, torch.Tensor] | None = None
+              ) -> dict[str, torch.Tensor | list]:
+        """``ref`` is ``4h × 4w``; or, for a tile, a larger window of the reference holding the tile's pixel (0, 0)
+        at ``4·origin`` (LR px) together with ``match``, the tile's part of the whole image's :meth:`match`."""
+        if match is None:
+            if origin is not None:
+                raise InputError("a reference window (origin) needs the whole image's match")
+            match = self.match(lr, ref)
+        flow0, gate = match
+        pre = warp_hr(ref, flow0, origin)
         # the parameter-free match runs in float32; the flow stays float32 (positions), the rest takes the model's
         g_hr = F.interpolate(gate, scale_factor=SCALE, mode="bilinear", align_corners=False).to(lr.dtype)
         ref_in = g_hr * pre + (1 - g_hr) * base
@@ -270,7 +286,7 @@ class SSENModule(nn.Module):
         disp = residual + warp(flow0, residual)
         # every reference-dependent input falls back to the self-similarity reference where the gate is shut, so a
         # reference gated off everywhere gives exactly the self-similarity result
-        warped = g_hr * warp_hr(ref, disp) + (1 - g_hr) * warp_hr(base, residual)
+        warped = g_hr * warp_hr(ref, disp, origin) + (1 - g_hr) * warp_hr(base, residual)
         # the detail the input lacks: (aligned reference − bicubic input) above the LR Nyquist frequency (a
         # shift-invariant Gaussian high-pass, so no 4-pixel period is imprinted); exactly 0 for the
         # self-similarity reference, ≈ the true residual for an aligned ground truth
@@ -334,17 +350,38 @@ class SSENet(nn.Module):
             ref = ref.expand(lr.shape[0], -1, -1, -1)
         return ref.to(lr.dtype)
 
-    def forward(self, lr: torch.Tensor, ref: torch.Tensor | None = None, return_offsets: bool = False):
+    def forward(self, lr: torch.Tensor, ref: torch.Tensor | None = None, return_offsets: bool = False,
+                ref_origin: tuple[int, int] | None = None, match: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """×4 SR of ``lr`` ``[B,3,h,w]`` with ``ref`` (any size: resized to ``4h × 4w``; ``None``: self-similarity).
+
+        Tiles (:func:`..infer.super_resolve`): ``match`` is the tile's part of :meth:`SSENModule.match` computed on
+        the whole image, and ``ref`` a window of the (4h×4w) reference around the tile, unresized, whose pixel
+        ``4·ref_origin`` is the tile's pixel (0, 0) — so the tile reads the whole image's displacement and the
+        content it points to, also beyond the tile (the window's sides must be multiples of 4)."""
         if lr.ndim != 4 or lr.shape[1] != 3:
             raise InputError(f"SSEN expects an RGB batch [B,3,h,w]; got shape {tuple(lr.shape)}")
+        if ref_origin is not None and (ref is None or ref.shape[-2] % SCALE or ref.shape[-1] % SCALE
+                                       or ref.shape[0] != lr.shape[0]):
+            raise InputError("a reference window (ref_origin) needs a reference of the batch's size whose sides are "
+                             f"multiples of {SCALE}")
+        if ref_origin is not None:
+            (oy, ox), (h, w) = ref_origin, lr.shape[-2:]
+            if oy < 0 or ox < 0 or SCALE * (oy + h) > ref.shape[-2] or SCALE * (ox + w) > ref.shape[-1]:
+                raise InputError(f"a {w}×{h} tile at {tuple(ref_origin)} does not lie inside its reference window "
+                                 f"{ref.shape[-1]}×{ref.shape[-2]}")
         base = bicubic_up(lr)
         x = self.head(lr)
         mid = self.body_pre(x)
         extra = 0
         trace: dict = {}
         if self.ssen is not None:
-            ref = self.prepare_reference(lr, ref) if ref is not None else base
-            trace = self.ssen.align(lr, mid, ref, base)
+            if ref is None:
+                ref = base
+            elif ref_origin is None:
+                ref = self.prepare_reference(lr, ref)
+            else:
+                ref = ref.to(lr.dtype)
+            trace = self.ssen.align(lr, mid, ref, base, ref_origin, match)
             mid = self.ssen.fuse(mid, trace["aligned"])
             weight = self.ssen.detail_weight(mid, trace["aligned"])
             trace["detail_weight"] = weight
