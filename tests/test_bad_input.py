@@ -41,6 +41,7 @@ from aware_restore.core.errors import (
     StrictLoadError,
     WrongModelError,
 )
+from kit.seesr import write_tiny_sd2
 from PIL import Image
 
 FIX = Path(__file__).resolve().parent / "fixtures"
@@ -687,23 +688,10 @@ def clidir(tmp_path_factory, comfy_env, broken):
     return files
 
 
-def _tiny_sd2(folder: Path) -> None:
-    from diffusers import AutoencoderKL
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        AutoencoderKL(block_out_channels=(8, 8, 8, 8), norm_num_groups=4, layers_per_block=1,
-                      down_block_types=("DownEncoderBlock2D",) * 4,
-                      up_block_types=("UpDecoderBlock2D",) * 4).save_pretrained(folder / "vae")
-        CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=1,
-                                     vocab_size=49408, max_position_embeddings=77)).save_pretrained(folder / "text_encoder")
-
-
 def _sd2(f) -> str:
     sd2 = Path(f["root"]) / "sd2"
     if not sd2.exists():
-        _tiny_sd2(sd2)
+        write_tiny_sd2(sd2)
     return str(sd2)
 
 

@@ -8,23 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kit.seesr import write_tiny_sd2
 from PIL import Image
 
 FIX = Path(__file__).parent / "fixtures"
-
-
-def _tiny_sd2(folder: Path) -> None:
-    from diffusers import AutoencoderKL
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        AutoencoderKL(block_out_channels=(8, 8, 8, 8), norm_num_groups=4, layers_per_block=1,
-                      down_block_types=("DownEncoderBlock2D",) * 4,
-                      up_block_types=("UpDecoderBlock2D",) * 4).save_pretrained(folder / "vae")
-        cfg = CLIPTextConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=1,
-                             vocab_size=49408, max_position_embeddings=77)
-        CLIPTextModel(cfg).save_pretrained(folder / "text_encoder")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +22,7 @@ def models(tmp_path_factory):
     (root / "models" / "dape").mkdir(parents=True)
     shutil.copyfile(FIX / "ram" / "ram_tiny.pth", root / "models" / "dape" / "ram_swin_large_14m.pth")
     shutil.copyfile(FIX / "ram" / "dape_tiny.pth", root / "models" / "dape" / "DAPE.pth")
-    _tiny_sd2(root / "sd2")
+    write_tiny_sd2(root / "sd2")
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(root / "lr.png")
     return root

@@ -37,6 +37,23 @@ SEED = 0
 
 
 # ----------------------------------------------------------------------------------------------- tiny (double)
+def write_tiny_sd2(folder: Path) -> None:
+    """A tiny diffusers SD-2 folder for the library/CLI path: ``vae/`` (4 levels of 8 channels) and
+    ``text_encoder/`` (one 32-wide CLIP layer, the real vocabulary size); fixed seed."""
+    import torch
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        AutoencoderKL(block_out_channels=(8, 8, 8, 8), norm_num_groups=4, layers_per_block=1,
+                      down_block_types=("DownEncoderBlock2D",) * 4,
+                      up_block_types=("UpDecoderBlock2D",) * 4).save_pretrained(folder / "vae")
+        cfg = CLIPTextConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=1,
+                             vocab_size=49408, max_position_embeddings=77)
+        CLIPTextModel(cfg).save_pretrained(folder / "text_encoder")
+
+
 def write(models_root: Path) -> None:
     root = Path(models_root)
     for part in ("unet", "controlnet"):
