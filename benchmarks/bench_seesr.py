@@ -5,7 +5,7 @@ Cases (each in a fresh process so peaks do not mix):
 1. ``step_native`` / ``step_diffusers`` (needs a ComfyUI: ``--comfy`` or ``$COMFYUI_DIR``): seconds per sampling
    step (ControlNet + UNet + RCA on the CFG pair, Euler) with the SAME weights on both sides — the SD-2-width test
    model of ``tests/kit/seesr.py`` (reduced SD-2 UNet at 320/640 channels + its SeeSR folder; build it once with
-   ``python -c "import sys; sys.path.insert(0, 'tests'); from kit.seesr import real_models; print(real_models())"``
+   ``PYTHONPATH=tests python -c "from kit.seesr import real_models; print(real_models())"``
    and pass the folder as ``--kit``). Native: the core MODEL patched by SeeSR Apply through ``comfy.sample.sample``;
    diffusers: ``core.seesr.sample``.
 2. ``x4_native_<out>`` (needs a ComfyUI): peak RSS of native tiled sampling (SeeSR Apply + SeeSR Tiled Sampling,

@@ -220,8 +220,9 @@ def _load_pickle(path: Path, fmt: str) -> Any:
         if found:
             raise _fail(path, "pickle-globals", f"it is a pickle that needs globals outside the safe allow-list "
                         f"({found.group(1)}); only plain weights are unpickled, so nothing in it was run",
-                        "If you trust the file, re-save its tensors as .safetensors in your own Python session "
-                        "(torch.load(..., weights_only=False), then safetensors.torch.save_file) and use that file"
+                        "If you trust the file and where it came from, re-save its tensors as .safetensors in "
+                        "your own Python session (load it with the full unpickler there, then "
+                        "safetensors.torch.save_file) and use that file"
                         ) from None
         if "truncated" in msg.lower() or "EOF" in msg:
             raise _fail(path, "truncated", "it is a torch pickle that ends before its data does", _again(path)
