@@ -35,6 +35,7 @@ def _dape_files(args: argparse.Namespace) -> tuple[Path, Path | None]:
 def _cmd_seesr(args: argparse.Namespace) -> int:
     import torch
 
+    from ..core.dtypes import parse_dtype
     from ..core.image import load_image, save_image
     from ..core.ram import load_tagger
     from ..core.seesr import SamplerOptions, UpscaleOptions, load_seesr, upscale
@@ -43,7 +44,7 @@ def _cmd_seesr(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    dtype = parse_dtype(args.dtype, "--dtype")
     if device.type == "cpu" and dtype != torch.float32:
         log.warning("seesr: %s on CPU is slow or unsupported; using fp32", args.dtype)
         dtype = torch.float32

@@ -96,12 +96,6 @@ class ModelDescriptor:
         return int(self.memory(max(int(batch), 1), (int(size[0]), int(size[1]))))
 
 
-def build_on_meta(factory: Callable[[], torch.nn.Module]) -> torch.nn.Module:
-    """Build a module on the meta device (no memory allocated, no random init)."""
-    with torch.device("meta"):
-        return factory()
-
-
 def _mismatch(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor]) -> list[str]:
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))

@@ -86,7 +86,6 @@ def _numpy_allow_list() -> list[Any]:
 
 
 # ----------------------------------------------------------------------------------------------- what a file is
-READABLE = ("safetensors", "torch-zip", "pickle")
 _SNIFF = 4096
 _GLOBAL = re.compile(r"unsupported GLOBAL (\S+)")
 

@@ -13,8 +13,6 @@ DTYPES: dict[str, torch.dtype | None] = {
     "bf16": torch.bfloat16,
 }
 DTYPE_NAMES = tuple(DTYPES)
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_NAMES = {v: k for k, v in DTYPES.items() if v is not None}
 
 
 def parse_dtype(name: str | torch.dtype | None, what: str = "dtype") -> torch.dtype | None:
@@ -27,7 +25,3 @@ def parse_dtype(name: str | torch.dtype | None, what: str = "dtype") -> torch.dt
     if key not in DTYPES:
         raise InputError(f"{what} must be one of {', '.join(DTYPE_NAMES)}; got {name!r}")
     return DTYPES[key]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return _NAMES.get(dtype, str(dtype).replace("torch.", ""))

@@ -85,11 +85,6 @@ def grid(h: int, w: int, tile: int | None, overlap: int = 0, order: str = "rows"
     return Grid(h, w, th, tw, used, tuple(pts))
 
 
-def tile_grid(h: int, w: int, tile: int, overlap: int) -> list[tuple[int, int]]:
-    """(y, x) origins in row-major order."""
-    return list(grid(h, w, tile, overlap).origins)
-
-
 def blend_window(h: int, w: int, blend: str = "gaussian", overlap: int = 0,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A ``[h, w]`` weight map, strictly positive (see the module docstring for the kinds)."""
@@ -123,13 +118,19 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def retry_on_oom(run: Callable[[int | None], torch.Tensor], tile: int | None, full: int, min_tile: int = 64,
-                 what: str = "tiles") -> torch.Tensor:
+                 what: str = "tiles", memo: dict | None = None) -> torch.Tensor:
     """``run(tile)``; on out-of-memory halve the tile (starting from ``min(tile, full)``, ``full`` = the longest
     side of the input; never below ``min_tile``) and run again from the start; an out-of-memory at ``min_tile``
-    or below surfaces. Other errors propagate at once."""
+    or below surfaces. Other errors propagate at once. ``memo`` (a dict kept by a caller that runs many times,
+    e.g. once per sampling step) remembers the tile that worked, so later calls start from it."""
+    if memo is not None and "tile" in memo:
+        tile = memo["tile"]
     while True:
         try:
-            return run(tile)
+            out = run(tile)
+            if memo is not None:
+                memo["tile"] = tile
+            return out
         except Exception as exc:  # noqa: BLE001 - re-raised unless it is an OOM
             if not is_oom(exc):
                 raise
@@ -167,9 +168,9 @@ def blend_tiles(fn: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor], x: 
 
 def tiled_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int | None, overlap: int = 32,
                 scale: float = 1.0, blend: str = "gaussian", progress: Progress | None = None,
-                min_tile: int = 64) -> torch.Tensor:
+                min_tile: int = 64, memo: dict | None = None) -> torch.Tensor:
     """Apply ``fn`` (``[B,C,h,w]`` → ``[B,C',h*scale,w*scale]``) tile by tile over ``x``, with the
-    out-of-memory back-off of :func:`retry_on_oom`.
+    out-of-memory back-off of :func:`retry_on_oom` (``memo``: see there).
 
     ``tile=None`` or 0, or an image that fits in one tile, calls ``fn(x)`` once. ``progress(done, total)`` is
     called after each tile.
@@ -187,7 +188,7 @@ def tiled_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, til
             return out
         return blend_tiles(lambda part, _pos: fn(part), x, g, scale, blend, progress).to(x.dtype)
 
-    return retry_on_oom(run, tile, max(h, w), min_tile)
+    return retry_on_oom(run, tile, max(h, w), min_tile, memo=memo)
 
 
 def count_tiles(h: int, w: int, tile: int | None, overlap: int = 0) -> int:

@@ -8,6 +8,7 @@ from comfy_api.latest import io
 
 from ..core.daclip import DaclipEmbeds
 from ..core.irsde import ARCH, SAMPLERS, pairing_hint, restore
+from ..core.irsde.arch import restore_memory
 from ..core.irsde.restore import TILE_MODES
 from . import common
 from .daclip import DACLIP_EMBEDS, DACLIP_MODEL, daclip_payload
@@ -91,7 +92,7 @@ class DACLIPRestore(io.ComfyNode):
         net = common.expect_model(irsde_model, "irsde_model", "IRSDE_MODEL", "Load IR-SDE Model", ARCH.id)
         x, alpha = common.image_to_bchw(image)
         h, w = x.shape[-2:]
-        loads = [(net, net.descriptor.memory_for(1, (min(h, tile or h), min(w, tile or w))))]
+        loads = [(net, restore_memory(net.descriptor.config, (h, w), tile, tile_mode))]
         cond = None
         if daclip_embeds is not None:
             cond = common.expect(daclip_embeds, DaclipEmbeds, "daclip_embeds", "DACLIP_EMBEDS", "DA-CLIP Encode Image")

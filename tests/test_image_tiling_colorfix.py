@@ -135,6 +135,10 @@ def test_oom_retry_halves_the_tile_down_to_the_minimum():
     assert retry_on_oom(run, 96, 160, min_tile=32) == "ok"
     assert seen == [96, 48, 32]
     seen.clear()
+    memo: dict = {}  # a caller that runs once per step keeps the tile that fitted
+    assert retry_on_oom(run, 96, 160, min_tile=32, memo=memo) == "ok" and seen == [96, 48, 32]
+    assert retry_on_oom(run, 96, 160, min_tile=32, memo=memo) == "ok" and seen == [96, 48, 32, 32]
+    seen.clear()
 
     def fail(exc):
         def run_(tile):

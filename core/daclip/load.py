@@ -25,9 +25,6 @@ from .model import DaCLIP
 
 log = logging.getLogger(__name__)
 
-is_inference_key = keep
-
-
 def inference_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Keep ``clip.*``, ``visual_control.*`` and ``logit_scale``; drop the ``visual.*`` aliases (and anything
     else a training checkpoint carries)."""

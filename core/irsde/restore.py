@@ -32,6 +32,7 @@ from ..errors import ContextMismatchError, InputError
 from ..image import check_finite, match_batch, merge_alpha, split_alpha
 from ..progress import Progress
 from ..tiling import retry_on_oom, tiled_apply
+from .lowmem import MIN_TILE as LOWMEM_MIN_TILE
 from .lowmem import forward_lowmem
 from .sde import IRSDE
 from .unet import ConditionalUNet
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 SAMPLERS = ("posterior", "sde")
 TILE_MODES = ("exact", "tiles")
-MIN_TILE = {"exact": 16, "tiles": 32}
+MIN_TILE = {"exact": LOWMEM_MIN_TILE, "tiles": 32}
 DEFAULT_STEPS = 100
 PAIRS = {512: ("universal-ir.pth", "daclip_ViT-B-32.pt"), 768: ("wild-ir.pth", "wild-daclip_ViT-L-14.pt")}
 
@@ -96,10 +97,12 @@ def restore_one(network: ConditionalUNet, sde: IRSDE, lq: torch.Tensor, clean: t
         return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
 
     mu = lq.float().to(device)
+    mu_net = mu.to(dtype)
     text = degra.to(device=device, dtype=dtype)
     image = clean.to(device=device, dtype=dtype)
     x = sde.start_state(mu, noise())
     steps = sde.timesteps()
+    memo: dict = {}  # the tile that fitted, kept across steps after an out-of-memory back-off
     for k, t in enumerate(steps):
         def predict(xm: torch.Tensor, t: int = t) -> torch.Tensor:
             xt, m = xm[:, :3].to(dtype), xm[:, 3:].to(dtype)
@@ -108,11 +111,11 @@ def restore_one(network: ConditionalUNet, sde: IRSDE, lq: torch.Tensor, clean: t
         with torch.no_grad():
             if tile and tile_mode == "exact" and max(shape[-2:]) > tile:
                 # exact low-memory evaluation; on out-of-memory a smaller tile gives the same result
-                eps = retry_on_oom(lambda tl, t=t: forward_lowmem(network, x.to(dtype), mu.to(dtype), t, text, image,
+                eps = retry_on_oom(lambda tl, t=t: forward_lowmem(network, x.to(dtype), mu_net, t, text, image,
                                                                   tile=tl).float(),
-                                   tile, max(shape[-2:]), MIN_TILE["exact"])
+                                   tile, max(shape[-2:]), MIN_TILE["exact"], memo=memo)
             else:
-                eps = tiled_apply(predict, torch.cat([x, mu], dim=1), tile, tile_overlap)
+                eps = tiled_apply(predict, torch.cat([x, mu], dim=1), tile, tile_overlap, memo=memo)
         x = sde.step(sampler, x, eps, t, mu, noise())
         if step_done is not None:
             step_done(k + 1, len(steps))

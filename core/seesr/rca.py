@@ -36,8 +36,6 @@ from torch import nn
 from ..errors import ConfigError, MissingImageStatesError
 from .layout import RCAEntry, RCASpec, rca_entries
 
-IMAGE_CROSS_ATTENTION_DIM = 512  # hard-coded in SeeSR (RAM's image_proj width)
-
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
@@ -210,9 +208,6 @@ class RCASet(nn.Module):
         self.entries = tuple(entries)
         for e in self.entries:
             _place(self, e.prefix, RCABlock(e.spec, ops, attention, dtype, device))
-
-    def block(self, prefix: str) -> RCABlock:
-        return self.get_submodule(prefix)
 
     def blocks(self) -> list[tuple[RCAEntry, RCABlock]]:
         return [(e, self.get_submodule(e.prefix)) for e in self.entries]

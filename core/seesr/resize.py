@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError
 from ..image import ImageInputError, check_finite, resize
 
 
@@ -30,7 +31,7 @@ def plan_sizes(w: int, h: int, upscale: int = 4, process_size: int = 512) -> Siz
     if w < 1 or h < 1:
         raise ImageInputError(f"image of size {w}x{h} is empty")
     if upscale < 1:
-        raise ValueError(f"upscale must be >= 1, got {upscale}")
+        raise InputError(f"upscale must be >= 1, got {upscale}")
     pre = None
     cw, ch = w, h
     short = process_size // upscale

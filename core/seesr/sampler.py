@@ -16,7 +16,7 @@ from ..errors import ContextMismatchError, InputError
 from ..image import check_finite, match_batch
 from ..progress import Progress
 from ..tiling import retry_on_oom
-from .rca import IMAGE_CROSS_ATTENTION_DIM
+from .layout import IMAGE_CONTEXT_DIM as IMAGE_CROSS_ATTENTION_DIM
 from .schedule import LR_START_T, lr_embedding, make_scheduler
 from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, blend_latent_tiles, latent_grid
 
@@ -88,7 +88,7 @@ def build_conditioning(positive: torch.Tensor, negative: torch.Tensor, image_emb
     neg = match_batch(negative, batch, "negative conditioning")
     neg, pos = match_token_lengths(neg, pos)
     if neg.shape[1:] != pos.shape[1:]:
-        raise ValueError(f"negative conditioning {tuple(neg.shape)} and positive {tuple(pos.shape)} differ in shape")
+        raise InputError(f"negative conditioning {tuple(neg.shape)} and positive {tuple(pos.shape)} differ in shape")
     return Conditioning(torch.cat([neg, pos]), torch.cat([img, img]), torch.cat([cimg, cimg]))
 
 
@@ -135,7 +135,7 @@ def initial_latents(shape: tuple[int, ...], scheduler, generator: torch.Generato
     if start == "noise":
         return noise * scheduler.init_noise_sigma
     if lr_latent is None:
-        raise ValueError("start='lr' needs the LR latent")
+        raise InputError("start='lr' needs the LR latent")
     return lr_embedding(match_batch(lr_latent.float().to(device), shape[0], "LR latent"), noise, scheduler, LR_START_T)
 
 

@@ -16,6 +16,8 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
+from ..errors import InputError
+
 LR_START_T = 999  # SeeSR noises the LR latent to t = 999 (not the first sampled timestep, 981)
 
 SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
@@ -38,7 +40,7 @@ def make_scheduler(name: str = "ddpm", config: dict[str, Any] | None = None):
     """A diffusers scheduler by name (``ddpm`` official; ``ddim``, ``dpmpp_2m``, ``unipc``, ``euler``)."""
     key = name.lower()
     if key not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
+        raise InputError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
     cls, extra = SCHEDULERS[key]
     return cls.from_config({**(config or sd2_scheduler_config()), **extra})
 
@@ -51,10 +53,10 @@ def lr_embedding(latent: torch.Tensor, noise: torch.Tensor, scheduler, t: int = 
     Euler) get the result scaled by ``init_noise_sigma`` (= 1/√ᾱ at the start), which is their own noising.
     """
     if latent.shape[1:] != noise.shape[1:]:
-        raise ValueError(f"LR latent {tuple(latent.shape)} and noise {tuple(noise.shape)} differ in shape")
+        raise InputError(f"LR latent {tuple(latent.shape)} and noise {tuple(noise.shape)} differ in shape")
     acp = scheduler.alphas_cumprod.to(torch.float32)
     if not 0 <= t < acp.numel():
-        raise ValueError(f"t must be in [0, {acp.numel() - 1}], got {t}")
+        raise InputError(f"t must be in [0, {acp.numel() - 1}], got {t}")
     a = acp[t]
     x = a.sqrt() * latent.to(torch.float32) + (1 - a).sqrt() * noise.to(torch.float32)
     sigma0 = float(getattr(scheduler, "init_noise_sigma", 1.0))

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import load_state_dict
+from ..errors import ConfigError, WrongModelError
 
 
 def _data_config(name: str) -> dict:
@@ -93,7 +94,7 @@ def sd2_from_checkpoint(ckpt, source: str = "<checkpoint>"):
 
     if not any(k.startswith("first_stage_model.") for k in ckpt) or \
             not any(k.startswith("cond_stage_model.model.") for k in ckpt):
-        raise ValueError(f"'{source}' is not an SD-2 single-file checkpoint (no first_stage_model.* / "
+        raise WrongModelError(f"'{source}' is not an SD-2 single-file checkpoint (no first_stage_model.* / "
                          "cond_stage_model.model.* keys)")
     vcfg = _data_config("sd2_vae_config.json")
     with torch.device("meta"):
@@ -107,7 +108,7 @@ def sd2_from_checkpoint(ckpt, source: str = "<checkpoint>"):
     missing, unexpected = text.load_state_dict(converted, strict=False, assign=True)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
-        raise ValueError(f"'{source}': text encoder conversion left {len(missing)} missing / "
+        raise ConfigError(f"'{source}': text encoder conversion left {len(missing)} missing / "
                          f"{len(unexpected)} unexpected keys (e.g. {(missing + unexpected)[:3]})")
     _fix_meta_buffers(text)
     return vae, text

@@ -10,7 +10,6 @@ from ..arch import Architecture, ModelDescriptor, Tiling, infer_or_raise, strict
 
 TITLE = "SSEN reference-based SR"
 FOLDER = "ssen"
-SCALE = 4
 
 
 def detect(keys: frozenset[str]) -> bool:

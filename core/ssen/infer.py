@@ -64,13 +64,18 @@ def super_resolve(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = No
             if progress is not None:
                 progress(i * total + done, b * total)
 
-        def run(t: int | None, lr_i: torch.Tensor = lr_i, ref_i: torch.Tensor = ref_i) -> torch.Tensor:
+        matched: list = []  # the whole image's match, computed once (not again after an out-of-memory retry)
+
+        def run(t: int | None, lr_i: torch.Tensor = lr_i, ref_i: torch.Tensor = ref_i, matched: list = matched
+                ) -> torch.Tensor:
             g = grid(h, w, t, overlap)
             if len(g) == 1:
                 out = model(lr_i, ref_i)
                 sub(1, 1)
                 return out
-            flow0, gate = model.ssen.match(lr_i, ref_i) if model.ssen is not None else (None, None)
+            if not matched:
+                matched.append(model.ssen.match(lr_i, ref_i) if model.ssen is not None else (None, None))
+            flow0, gate = matched[0]
 
             def part(tl: torch.Tensor, pos: tuple[int, int]) -> torch.Tensor:
                 (y, x), (th, tw) = pos, tl.shape[-2:]
