@@ -71,7 +71,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                          "refusing to convert")
     family = arch.id
     kept = {k: v for k, v in sd.items() if arch.keep(k)}
-    dtype = None if args.dtype == "fp32" else parse_dtype(args.dtype)
+    dtype = parse_dtype(args.dtype)
     save_safetensors(kept, dst, metadata={"family": family, "source": src.name}, dtype=dtype)
     sys.stdout.write(f"{family}: kept {len(kept)} of {len(sd)} tensors -> {dst} "
                      f"({dst.stat().st_size / 2**20:.1f} MB)\n")

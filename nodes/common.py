@@ -203,11 +203,6 @@ def load_models(*items: tuple[ModelPayload, int]) -> list[torch.nn.Module]:
     return [p.model for p in patchers]
 
 
-def model_device(module: torch.nn.Module) -> torch.device:
-    p = next(module.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 # ----------------------------------------------------------------------------------------------- progress
 def progress_callback(total: int = 1) -> Progress:
     """``progress(done, total)`` driving a ComfyUI ProgressBar; raises if the user interrupted."""

@@ -100,10 +100,10 @@ class DACLIPRestore(io.ComfyNode):
             loads.append(daclip_payload(daclip_model, x.shape[0]))
         network, *clip = common.load_models(*loads)
         cond = clip[0] if clip else cond
-        out = restore(network, cond, x.to(common.model_device(network)), steps=STEPS, sampler=sampler, seed=seed,
-                      tile=tile or None, tile_overlap=overlap, tile_mode=tile_mode,
-                      progress=common.progress_callback(x.shape[0] * STEPS))
-        return io.NodeOutput(common.bchw_to_image(out.cpu(), alpha))
+        # core moves one image at a time to the model's device and returns the batch on the input's (CPU) device
+        out = restore(network, cond, x, steps=STEPS, sampler=sampler, seed=seed, tile=tile or None,
+                      tile_overlap=overlap, tile_mode=tile_mode, progress=common.progress_callback(x.shape[0] * STEPS))
+        return io.NodeOutput(common.bchw_to_image(out, alpha))
 
 
 NODES = [IRSDELoader, DACLIPRestore]

@@ -126,11 +126,6 @@ def load_native(folder, dtype_widget: str | None = "auto", name: str = "seesr") 
     return common.ModelPayload(rca_patcher, desc, name)
 
 
-def expect_seesr(value: object) -> SeeSRNative:
-    payload = common.expect_model(value, "seesr_model", "SEESR_MODEL", "Load SeeSR", ARCH)
-    return payload.descriptor.model
-
-
 # ----------------------------------------------------------------------------------------------- RCA on the UNet
 def _rca_hook(block, states: torch.Tensor):
     def hook(module, args, output):

@@ -8,7 +8,7 @@ from comfy_api.latest import io
 
 from ..core import registry
 from ..core.ssen import ARCH, SHIPPED_WEIGHTS, shipped_weights
-from ..core.ssen.arch import match_memory
+from ..core.ssen.arch import sr_memory
 from ..core.ssen.infer import offset_map, super_resolve
 from . import common
 
@@ -20,9 +20,9 @@ SHIPPED = f"{SHIPPED_WEIGHTS} (shipped)"
 CATEGORY = f"{common.CATEGORY}/SSEN"
 
 
-def _model(value: object, batch: int, size: tuple[int, int], extra: int = 0):
+def _model(value: object, batch: int, size: tuple[int, int], tile: int | None = None):
     payload = common.expect_model(value, "ssen_model", "SSEN_MODEL", "Load SSEN Model", ARCH.id)
-    (module,) = common.load_models((payload, payload.descriptor.memory_for(batch, size) + extra))
+    (module,) = common.load_models((payload, sr_memory(payload.descriptor.config, size, tile, batch)))
     return module
 
 
@@ -85,9 +85,7 @@ class SSENReferenceSR(io.ComfyNode):
     @classmethod
     def execute(cls, ssen_model, image, reference=None, tile=128, overlap=16) -> io.NodeOutput:
         x, alpha = common.image_to_bchw(image)
-        h, w = x.shape[-2:]
-        tiled = bool(tile) and max(h, w) > tile
-        module = _model(ssen_model, 1, (min(h, tile or h), min(w, tile or w)), match_memory((h, w)) if tiled else 0)
+        module = _model(ssen_model, 1, tuple(x.shape[-2:]), tile or None)
         out = super_resolve(module, x, _reference(reference), tile=tile or None, overlap=overlap,
                             progress=common.progress_callback())
         return io.NodeOutput(common.bchw_to_image(out, alpha))

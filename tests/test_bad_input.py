@@ -14,8 +14,8 @@ A raw library error (``RuntimeError``, ``KeyError``, ``EOFError``, ``IndexError`
 pickle / PIL) fails every row. IR-SDE always runs its 100-step schedule; rows whose outcome class does not depend
 on the schedule (shapes, alpha, tiling) run with a 2-step schedule (``short_irsde``), rows that must fail do so
 before sampling. SeeSR rows use the core functions (``sample`` / ``upscale`` with tiny models and stand-in text
-encoder / VAE) and the ``seesr`` command; SeeSR *node* rows are still to be added (the nodes were being rewritten
-when this table was written) — ``test_every_node_has_rows`` skips the ``SeeSR*`` nodes until then.
+encoder / VAE) and the ``seesr`` command, and the SeeSR nodes have their own rows; ``test_every_node_has_rows``
+checks that every node has at least one.
 """
 
 from __future__ import annotations

@@ -86,7 +86,8 @@ def test_ssen_bf16():
     lr, ref = torch.rand(1, 3, 24, 28, generator=g), torch.rand(1, 3, 130, 90, generator=g)
     for r in (None, ref):  # self-similarity and a reference of another size (antialiased resize in float32)
         a, b = super_resolve(m32, lr, r), super_resolve(m16, lr, r)
-        assert b.shape == a.shape == (1, 3, 96, 112) and torch.isfinite(b).all()
+        assert b.dtype == BF16 and b.shape == a.shape == (1, 3, 96, 112) and torch.isfinite(b).all()
+        assert float((a - b.float()).abs().max()) > 0  # it really ran in bf16
         assert float((a - b.float()).abs().mean()) * 255 < 1.5  # measured 0.37 8-bit levels for both
         a, b = super_resolve(m32, lr, r, tile=16, overlap=4), super_resolve(m16, lr, r, tile=16, overlap=4)
         assert float((a - b.float()).abs().mean()) * 255 < 1.5  # tiled (whole-image match in fp32): 0.36

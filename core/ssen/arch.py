@@ -34,6 +34,16 @@ def match_memory(size: tuple[int, int]) -> int:
     return int(h * w * 1200)
 
 
+def sr_memory(config, size: tuple[int, int], tile: int | None = None, batch: int = 1) -> int:
+    """Bytes beyond the weights of SSEN on ``batch`` images of ``size``: one call on the whole batch, or, when
+    the image is larger than ``tile`` (:func:`..infer.super_resolve`, one image at a time), one tile plus the
+    whole-image match."""
+    h, w = size
+    if tile and max(h, w) > tile:
+        return memory(config, 1, (min(h, tile), min(w, tile))) + match_memory(size)
+    return memory(config, batch, size)
+
+
 def load(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
          source: str = "<state dict>") -> ModelDescriptor:
     from .model import SSENet, infer_config

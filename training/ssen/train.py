@@ -300,15 +300,16 @@ class Batcher:
 
 
 class _Stream(torch.utils.data.IterableDataset):
-    """Batches generated in worker processes, each with its own generator (seed, worker id)."""
+    """Batches generated in worker processes, each with its own generator (seed, worker id, and the step the run
+    starts at, so a resumed run does not replay the batches of its first start)."""
 
-    def __init__(self, samples: list[Sample], opt: TrainOptions) -> None:
-        self.samples, self.opt = samples, opt
+    def __init__(self, samples: list[Sample], opt: TrainOptions, start: int = 0) -> None:
+        self.samples, self.opt, self.start = samples, opt, start
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         torch.set_num_threads(1)
-        g = torch.Generator().manual_seed(1000 * self.opt.seed + 1 + (info.id if info else 0))
+        g = torch.Generator().manual_seed(1000 * self.opt.seed + 1 + (info.id if info else 0) + 1_000_003 * self.start)
         b = Batcher(self.samples, self.opt, g)
         while True:
             out = b.batch()
@@ -466,8 +467,9 @@ def train(opt: TrainOptions, progress=None) -> Path:
     batcher = Batcher(samples, opt, gen)
     stream = None
     if opt.workers:
-        loader = torch.utils.data.DataLoader(_Stream(batcher.samples, opt), batch_size=None, num_workers=opt.workers,
-                                             prefetch_factor=4, persistent_workers=True, pin_memory=True)
+        loader = torch.utils.data.DataLoader(_Stream(batcher.samples, opt, step), batch_size=None,
+                                             num_workers=opt.workers, prefetch_factor=4, persistent_workers=True,
+                                             pin_memory=torch.device(opt.device).type == "cuda")
         stream = iter(loader)
     log.info("SSEN %s, %d parameters; %d training images (%s)", cfg, param_count(model), len(batcher.samples),
              source)
