@@ -69,7 +69,7 @@ def _sync(device: str) -> None:
 def case_tag(batch: int, repeats: int, device: str) -> dict:
     import torch
     from aware_restore.core.ram import build_tagger
-    from aware_restore.core.ram.load import split_ram
+    from aware_restore.core.ram.keys import split_ram
 
     weights, _, _ = split_ram(_random_sd(KEYS / "ram_swin_large_keys.txt", torch.float32, 0))
     dtype = torch.float16 if device == "cuda" else torch.float32

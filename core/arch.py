@@ -58,14 +58,6 @@ class Architecture:
     keep: Callable[[str], bool] = _keep_all
     kind: str = "model"  # "model", or "adapter" (a LoRA that patches another architecture's weights)
 
-    def check(self, sd: Mapping[str, torch.Tensor], source: str = "<state dict>", folder: str | None = None
-              ) -> None:
-        """Raise :class:`WrongModelError` (naming this architecture, what the keys look like and the folder)
-        unless ``sd`` is one of this architecture's files."""
-        from .registry import require
-
-        require(sd, self.id, source=source, folder=folder)
-
 
 @dataclass
 class ModelDescriptor:

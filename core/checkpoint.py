@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
+from .sources import OFFICIAL
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,6 @@ def _fail(path: Path, kind: str, looks: str, step: str) -> CheckpointError:
 
 def _again(path: Path) -> str:
     """The 'download it again' advice, naming the pack's download command for official file names."""
-    from .download import OFFICIAL
-
     if path.name in OFFICIAL and OFFICIAL[path.name].repo_id is not None:
         return (f"Delete it and download it again (`aware-restore download {path.name}` or the 'Download Official "
                 f"Weights' node)")

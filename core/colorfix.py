@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
-from .image import check_finite
+from .image import check_finite, match_batch, resize
 
 _EPS = 1e-5
 
@@ -95,8 +95,6 @@ def color_fix(content: torch.Tensor, reference: torch.Tensor, method: str = "wav
 def color_fix_to(content: torch.Tensor, reference: torch.Tensor, method: str = "wavelet") -> torch.Tensor:
     """Colour-fix ``content`` ``[B,3,H,W]`` towards ``reference`` of any size (resized bicubically, antialiased,
     to the content size) and batch 1 or B."""
-    from .image import match_batch, resize
-
     ref = match_batch(reference, content.shape[0], "colour reference")
     ref = resize(ref, content.shape[-2:], mode="bicubic", antialias=True, clamp=True)
     return color_fix(content, ref, method)

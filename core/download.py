@@ -8,7 +8,8 @@
   no retries) runs before huggingface_hub is asked for anything. The error names the file, its URL and the folder to put it in.
 * Nothing is left behind: huggingface_hub downloads into a temporary folder inside ``dest`` (its ``.cache``
   locks and metadata included), the file is moved into place and the temporary folder removed, also on failure.
-* A file that is already there counts only when it is readable (:func:`..checkpoint.problem`): an empty or
+* The table of official files is :data:`.sources.OFFICIAL`.
+* A file that is already there counts only when it is readable (:func:`.checkpoint.problem`): an empty or
   truncated file is downloaded again (replaced only once the new copy is complete); a folder with the file's
   name is reported, never removed.
 * Files without a Hugging Face mirror (Google-Drive-only releases) are listed with their page; ``fetch`` raises
@@ -23,56 +24,16 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
+from .checkpoint import problem
 from .errors import DownloadError
+from .sources import OFFICIAL, OfficialFile
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 3.0  # seconds for the one reachability probe of the hub
 DEFAULT_ENDPOINT = "https://huggingface.co"
-
-
-@dataclass(frozen=True)
-class OfficialFile:
-    filename: str
-    folder: str
-    url: str
-    repo_id: str | None = None  # Hugging Face repo holding the file, when there is one
-    repo_file: str | None = None
-
-
-OFFICIAL: dict[str, OfficialFile] = {
-    f.filename: f
-    for f in (
-        OfficialFile("daclip_ViT-B-32.pt", "daclip",
-                     "https://huggingface.co/weblzw/daclip-uir-ViT-B-32-irsde/blob/main/daclip_ViT-B-32.pt",
-                     "weblzw/daclip-uir-ViT-B-32-irsde", "daclip_ViT-B-32.pt"),
-        OfficialFile("universal-ir.pth", "irsde",
-                     "https://huggingface.co/weblzw/daclip-uir-ViT-B-32-irsde/blob/main/universal-ir.pth",
-                     "weblzw/daclip-uir-ViT-B-32-irsde", "universal-ir.pth"),
-        OfficialFile("wild-daclip_ViT-L-14.pt", "daclip",
-                     "https://huggingface.co/weblzw/daclip-uir-ViT-B-32-irsde/blob/main/wild-daclip_ViT-L-14.pt",
-                     "weblzw/daclip-uir-ViT-B-32-irsde", "wild-daclip_ViT-L-14.pt"),
-        OfficialFile("wild-ir.pth", "irsde",
-                     "https://huggingface.co/weblzw/daclip-uir-ViT-B-32-irsde/blob/main/wild-ir.pth",
-                     "weblzw/daclip-uir-ViT-B-32-irsde", "wild-ir.pth"),
-        OfficialFile("ram_swin_large_14m.pth", "dape",
-                     "https://huggingface.co/xinyu1205/recognize_anything_model/blob/main/ram_swin_large_14m.pth",
-                     "xinyu1205/recognize_anything_model", "ram_swin_large_14m.pth"),
-        OfficialFile("DAPE.pth", "dape", "https://drive.google.com/file/d/1KIV6VewwO2eDC9g4Gcvgm-a0LDI7Lmwm/view"),
-        OfficialFile("seesr", "seesr", "https://github.com/cswry/SeeSR#-quick-inference (folder with unet/ and "
-                     "controlnet/)"),
-        # ComfyUI-core checkpoints the SeeSR examples load (MODEL + CLIP + VAE through CheckpointLoaderSimple)
-        OfficialFile("512-base-ema.safetensors", "checkpoints",
-                     "https://huggingface.co/stabilityai/stable-diffusion-2-base/blob/main/512-base-ema.safetensors",
-                     "stabilityai/stable-diffusion-2-base", "512-base-ema.safetensors"),
-        OfficialFile("sd_turbo.safetensors", "checkpoints",
-                     "https://huggingface.co/stabilityai/sd-turbo/blob/main/sd_turbo.safetensors",
-                     "stabilityai/sd-turbo", "sd_turbo.safetensors"),
-    )
-}
 
 
 def spec(name: str) -> OfficialFile:
@@ -121,8 +82,6 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
 
 def _present(spec: OfficialFile, target: Path) -> tuple[bool, str | None]:
     """(usable, problem): whether ``target`` already holds the file, else what is wrong with what is there."""
-    from .checkpoint import problem
-
     if target.is_dir():
         if spec.repo_id is None and (target / "unet").is_dir() and (target / "controlnet").is_dir():
             return True, None  # the SeeSR release folder

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 
 from .arch import Architecture, ModelDescriptor
+from .checkpoint import load_state_dict
 from .errors import WrongModelError
 from .shapes import has_prefix, key_set
 
@@ -107,8 +108,6 @@ def load(path_or_sd: str | os.PathLike | Mapping[str, torch.Tensor], arch_id: st
          dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", folder: str | None = None,
          **options) -> ModelDescriptor:
     """Read a checkpoint safely (or take a state dict), check its family and load it strictly."""
-    from .checkpoint import load_state_dict
-
     source = "<state dict>" if isinstance(path_or_sd, Mapping) else str(path_or_sd)
     sd = load_state_dict(path_or_sd)
     arch = require(sd, arch_id, source=source, folder=folder)

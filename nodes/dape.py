@@ -15,7 +15,7 @@ from comfy_api.latest import io
 
 from ..core.errors import WrongModelError
 from ..core.ram import CHUNK, RAM, load_tagger_descriptor, tag_images
-from ..core.ram.load import DAPE_FILE, RAM_FILE
+from ..core.ram.keys import DAPE_FILE, RAM_FILE
 from . import common
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from aware_restore.core.checkpoint import load_state_dict, meta_state_dict_from_key_list, read_metadata
 from aware_restore.core.ram import DapeEmbeds, build_tagger, convert, load_tagger, preprocess
 from aware_restore.core.ram import tags as tagmod
-from aware_restore.core.ram.load import merge_lora, split_ram
+from aware_restore.core.ram.keys import split_ram
+from aware_restore.core.ram.lora import merge_lora
 from aware_restore.core.registry import WrongModelError
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "ram"

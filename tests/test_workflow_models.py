@@ -1,5 +1,5 @@
 """Workflows that travel: the loaders' ``properties.models`` entries (what ComfyUI's frontend reads to list missing
-models with a download link) agree with the download table (``core/download.py`` OFFICIAL, plus the core-node files
+models with a download link) agree with the download table (``core/sources.py`` OFFICIAL, plus the core-node files
 incl. the SD-2 checkpoints), and every loader that loads a table file carries its entry."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import re
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from aware_restore.core.download import OFFICIAL
+from aware_restore.core.sources import OFFICIAL
 from conftest import ROOT, WORKFLOWS, load_pack_nodes
 
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))

@@ -7,7 +7,7 @@ Usage (regenerate one workflow and its twin):
 A spec is JSON: {"nodes": [{"id": 1, "type": "LoadImage", "widgets": {"image": "example.png"},
                             "inputs": {"x": [src_id, src_slot]}, "pos": [x, y], "title": "..."}...]}
 
-Workflows that travel: every node whose widget values name a file of the download table (``core/download.py``
+Workflows that travel: every node whose widget values name a file of the download table (``core/sources.py``
 ``OFFICIAL``, which also lists the ComfyUI-core checkpoints the SeeSR examples load) gets ComfyUI's
 ``properties.models`` entries ``{"name", "url", "directory"}``, the format of ComfyUI's core templates. The
 frontend reads them on load (``getSelectedModelsMetadata``: only entries whose ``name`` is one of the node's widget
@@ -29,7 +29,7 @@ import re
 import sys
 from pathlib import Path
 
-from aware_restore.core.download import OFFICIAL, OfficialFile  # noqa: F401
+from aware_restore.core.sources import OFFICIAL, OfficialFile
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

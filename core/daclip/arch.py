@@ -8,6 +8,8 @@ import torch
 
 from ..arch import Architecture, ModelDescriptor, Tiling, infer_or_raise, strict_load
 from ..shapes import has_prefix
+from .config import infer_config
+from .model import build_daclip
 
 TITLE = "DA-CLIP"
 FOLDER = "daclip"
@@ -34,9 +36,6 @@ def memory(config, batch: int, size: tuple[int, int]) -> int:
 
 def load(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
          source: str = "<state dict>") -> ModelDescriptor:
-    from .config import infer_config
-    from .model import build_daclip
-
     weights = {k: v for k, v in sd.items() if keep(k)}
     config = infer_or_raise(infer_config, weights, source, TITLE)
     model = strict_load(build_daclip(config, device="meta"), weights, source=source, title=TITLE,

@@ -16,19 +16,13 @@ from ..errors import ConfigError, ContextMismatchError
 from .arch import ARCH, FOLDER
 from .restore import SAMPLERS, check_context, embeddings, pairing_hint, restore, restore_one
 from .sde import IRSDE
-from .unet import ConditionalUNet, UNetConfig, infer_config
+from .unet import ConditionalUNet, UNetConfig, build_irsde, infer_config
 
 __all__ = [
     "ARCH", "IRSDE", "SAMPLERS", "ConditionalUNet", "ContextMismatchError", "ConfigError", "UNetConfig",
     "build_irsde", "check_context", "embeddings", "infer_config", "load_irsde", "pairing_hint", "restore",
     "restore_one",
 ]
-
-
-def build_irsde(config: UNetConfig, device: torch.device | str | None = None) -> ConditionalUNet:
-    """An uninitialised network for ``config`` (``device="meta"`` allocates nothing)."""
-    with torch.device(device or "cpu"):
-        return ConditionalUNet(config)
 
 
 def load_irsde(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor],

@@ -8,6 +8,7 @@ import torch
 
 from ..arch import Architecture, ModelDescriptor, Tiling, infer_or_raise, strict_load
 from ..shapes import has_prefix
+from .unet import build_irsde, infer_config
 
 TITLE = "IR-SDE restoration network (DA-CLIP universal-ir / wild-ir)"
 FOLDER = "irsde"
@@ -39,9 +40,6 @@ def restore_memory(config, size: tuple[int, int], tile: int | None, tile_mode: s
 
 def load(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
          source: str = "<state dict>") -> ModelDescriptor:
-    from . import build_irsde
-    from .unet import infer_config
-
     config = infer_or_raise(infer_config, sd, source, TITLE)
     model = strict_load(build_irsde(config, "meta"), sd, source=source, title=TITLE, config=config,
                         dtype=dtype, device=device)

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ..daclip import encode_images
 from ..errors import ContextMismatchError, InputError
 from ..image import check_finite, match_batch, merge_alpha, split_alpha
 from ..progress import Progress
@@ -69,8 +70,6 @@ def embeddings(daclip: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.T
     if hasattr(daclip, "clean") and hasattr(daclip, "degradation"):
         clean, degra = daclip.clean, daclip.degradation
     elif hasattr(daclip, "encode_image"):
-        from ..daclip import encode_images
-
         emb = encode_images(daclip, images.float())
         clean, degra = emb.clean, emb.degradation
     else:

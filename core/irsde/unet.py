@@ -384,3 +384,9 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> UNetConfig:
                           use_image_context=use_image_context, scale=0.5 if "downsample.weight" in sd else 1.0)
     except KeyError as exc:
         raise ConfigError(f"the IR-SDE state dict lacks the tensor {exc}") from None
+
+
+def build_irsde(config: UNetConfig, device: torch.device | str | None = None) -> ConditionalUNet:
+    """An uninitialised network for ``config`` (``device="meta"`` allocates nothing)."""
+    with torch.device(device or "cpu"):
+        return ConditionalUNet(config)

@@ -13,35 +13,12 @@ import torch
 
 from ..arch import Architecture, ModelDescriptor, Tiling, infer_or_raise, strict_load
 from ..errors import WrongModelError
-from ..shapes import has_prefix
+from .keys import DAPE_TITLE, FOLDER, RAM_TITLE, detect_dape, detect_ram, is_lora_only, keep_ram, split_ram
+from .lora import lora_pairs, merge_lora
+from .model import RamConfig, Tagger
 
-RAM_TITLE = "RAM tagger (Swin-L)"
-DAPE_TITLE = "DAPE LoRA (SeeSR)"
-FOLDER = "dape"
-LORA_SUFFIXES = (".lora_A", ".lora_B")
-UNUSED_PREFIXES = ("tag_encoder.", "text_decoder.")
-RECOMPUTED_BUFFERS = (".relative_position_index", ".attn_mask")
 CHUNK = 4  # images per tagger call
 BYTES_PER_IMAGE = 600 * 2**20  # activation estimate for Swin-L + tagging head at 384 px (fp32)
-
-
-def is_lora_only(keys) -> bool:
-    keys = list(keys)
-    return bool(keys) and all(k.endswith(LORA_SUFFIXES) for k in keys)
-
-
-def detect_dape(keys: frozenset[str]) -> bool:
-    return is_lora_only(keys)
-
-
-def detect_ram(keys: frozenset[str]) -> bool:
-    return "label_embed" in keys and has_prefix(keys, "visual_encoder.") and not is_lora_only(keys)
-
-
-def keep_ram(key: str) -> bool:
-    """Inference weights: the captioning parts (``tag_encoder.*``, ``text_decoder.*``) and the Swin buffers that
-    are recomputed (``relative_position_index``, ``attn_mask``) are dropped."""
-    return not key.startswith(UNUSED_PREFIXES) and not key.endswith(RECOMPUTED_BUFFERS)
 
 
 def memory(config, batch: int, size: tuple[int, int]) -> int:
@@ -54,9 +31,6 @@ def load_ram(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32,
              source: str = "<state dict>", dape: Mapping[str, torch.Tensor] | ModelDescriptor | None = None,
              dape_source: str = "<DAPE>", image_size: int | None = None) -> ModelDescriptor:
     """RAM (+ an optional DAPE LoRA state dict, merged) → tagger descriptor."""
-    from .load import merge_lora, split_ram
-    from .model import RamConfig, Tagger
-
     if isinstance(dape, ModelDescriptor):
         dape_source, dape = dape.source, dape.model
     weights, lora, _ignored = split_ram(sd)
@@ -83,8 +57,6 @@ def load_ram(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32,
 def load_dape(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
               source: str = "<state dict>") -> ModelDescriptor:
     """A DAPE LoRA is an adapter: its descriptor carries the validated LoRA tensors, to be merged into RAM."""
-    from .load import lora_pairs
-
     pairs = lora_pairs(sd, source)
     return ModelDescriptor(dict(sd), DAPE.id, DAPE_TITLE, {"pairs": len(pairs)}, source, tiling=Tiling.NONE)
 

@@ -5,10 +5,7 @@
   ``tag_encoder.*`` / ``text_decoder.*`` (captioning, 641 keys in the real file) are ignored and listed in the
   debug log; the Swin ``relative_position_index`` / ``attn_mask`` buffers are recomputed; the old
   ``vision_multi`` prefix is read as ``tagging_head``.
-* ``DAPE.pth`` holds only LoRA tensors (rank r, ``lora_alpha`` 1, so scale 1/r). They are merged at load:
-  ``W += B @ A / r`` for the tagging-head query/key; for the Swin ``qkv`` (loralib ``MergedLinear`` with
-  ``enable_lora=[q, k, v] = [True, False, True]``) the q rows get ``B[:D] @ A[:r] / r`` and the v rows
-  ``B[D:] @ A[r:] / r``. LoRA of ``tag_encoder`` / ``text_decoder`` is skipped (never trained, B = 0).
+* ``DAPE.pth`` holds only LoRA tensors; they are merged at load (:mod:`.lora`).
 """
 
 from __future__ import annotations
@@ -24,16 +21,15 @@ from .. import registry
 from ..arch import ModelDescriptor
 from ..checkpoint import SAFETENSORS_SUFFIXES, load_state_dict, read_metadata, save_safetensors
 from ..errors import InputError, WrongModelError
-from .arch import DAPE, FOLDER, LORA_SUFFIXES, RAM, RECOMPUTED_BUFFERS, UNUSED_PREFIXES, is_lora_only
+from .arch import RAM
+from .keys import DAPE_FILE, FOLDER, RAM_FILE, StateDict, is_lora_only, split_ram
+from .lora import merge_lora
 from .model import Tagger
 from .swin import SwinConfig
 
 log = logging.getLogger(__name__)
 
-StateDict = dict[str, torch.Tensor]
 Source = str | os.PathLike | Mapping[str, torch.Tensor]
-
-RAM_FILE, DAPE_FILE = "ram_swin_large_14m.pth", "DAPE.pth"
 
 
 class DapeAlreadyMergedError(InputError):
@@ -44,78 +40,12 @@ def _name(src: Source) -> str:
     return str(src) if not isinstance(src, Mapping) else "<state dict>"
 
 
-def split_ram(sd: Mapping[str, torch.Tensor]) -> tuple[StateDict, StateDict, list[str]]:
-    """RAM state dict → (inference weights, LoRA tensors found in it, ignored keys)."""
-    weights: StateDict = {}
-    lora: StateDict = {}
-    ignored: list[str] = []
-    for key, t in sd.items():
-        if key.startswith("vision_multi."):
-            key = "tagging_head." + key[len("vision_multi."):]
-        if key.startswith(UNUSED_PREFIXES) or key.endswith(RECOMPUTED_BUFFERS):
-            ignored.append(key)
-        elif key.endswith(LORA_SUFFIXES):
-            lora[key] = t
-        else:
-            weights[key] = t
-    return weights, lora, ignored
-
-
 def check_ram(sd: Mapping[str, torch.Tensor], source: str) -> None:
     if is_lora_only(sd):
         raise WrongModelError(
             f"'{source}' is a DAPE LoRA file (only LoRA tensors): it cannot be used alone. Load the base RAM "
             f"checkpoint ({RAM_FILE}) as the RAM model and give this file as the optional DAPE LoRA.")
     registry.require(sd, RAM.id, source=source, folder=FOLDER)
-
-
-def lora_pairs(lora: Mapping[str, torch.Tensor], source: str = "<DAPE>") -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """``(base, A, B)`` for every LoRA pair; a half pair is an error."""
-    bases = sorted({k[: -len(".lora_A")] for k in lora if k.endswith(LORA_SUFFIXES)})
-    out = []
-    for base in bases:
-        a, b = lora.get(base + ".lora_A"), lora.get(base + ".lora_B")
-        if a is None or b is None:
-            raise WrongModelError(f"'{source}': LoRA '{base}' lacks its lora_A or lora_B tensor")
-        out.append((base, a, b))
-    return out
-
-
-def merge_lora(weights: StateDict, lora: Mapping[str, torch.Tensor], source: str = "<DAPE>") -> StateDict:
-    """Return ``weights`` with every LoRA pair merged (float32 arithmetic, result in the base dtype)."""
-    out = dict(weights)
-    merged = 0
-    for base, a, b in lora_pairs(lora, source):
-        if base.startswith(UNUSED_PREFIXES):
-            continue
-        wkey = base + ".weight"
-        if wkey not in out:
-            raise WrongModelError(f"'{source}': LoRA for '{base}' has no matching weight in the RAM model; "
-                                  f"is the DAPE file for this RAM checkpoint?")
-        w = out[wkey]
-        a32, b32 = a.float(), b.float()
-        rows, cols = w.shape
-        if base.endswith(".qkv"):
-            d = rows // 3
-            groups = b.shape[0] // d if d and b.shape[0] % d == 0 else 0
-            enabled = {2: (0, 2), 3: (0, 1, 2), 1: (0,)}.get(groups)
-            if enabled is None or a.shape[0] % groups or a.shape[1] != cols:
-                raise WrongModelError(f"'{source}': LoRA '{base}' A {tuple(a.shape)} / B {tuple(b.shape)} does not "
-                                      f"fit the qkv weight {tuple(w.shape)} of this RAM model")
-            r = a.shape[0] // groups
-            delta = torch.zeros(rows, cols, dtype=torch.float32, device=w.device)
-            for g, part in enumerate(enabled):
-                delta[part * d:(part + 1) * d] = b32[g * d:(g + 1) * d] @ a32[g * r:(g + 1) * r] / r
-        else:
-            r = a.shape[0]
-            if a.shape[1] != cols or b.shape != (rows, r):
-                raise WrongModelError(f"'{source}': LoRA '{base}' A {tuple(a.shape)} / B {tuple(b.shape)} does not "
-                                      f"fit the weight {tuple(w.shape)} of this RAM model")
-            delta = b32 @ a32 / r
-        out[wkey] = (w.float() + delta).to(w.dtype)
-        merged += 1
-    log.debug("merged %d LoRA tensors pairs from %s", merged, source)
-    return out
 
 
 def _read_ram(ram: Source) -> tuple[StateDict, dict[str, str], str]:
@@ -214,5 +144,5 @@ def convert(ram: Source, output: str | os.PathLike, dape: Source | None = None,
     return save_safetensors(weights, output, metadata=meta, dtype=dtype)
 
 
-__all__ = ["DAPE", "DAPE_FILE", "RAM", "RAM_FILE", "DapeAlreadyMergedError", "build_tagger", "check_ram", "convert",
-           "inference_state_dict", "load_tagger", "load_tagger_descriptor", "merge_lora", "split_ram"]
+__all__ = ["DapeAlreadyMergedError", "build_tagger", "check_ram", "convert", "inference_state_dict", "load_tagger",
+           "load_tagger_descriptor"]

@@ -4,11 +4,10 @@
 
 from __future__ import annotations
 
+from .build import build_controlnet, build_unet
 from .layout import RCAEntry, RCASpec, rca_entries
 from .load import (
     NativeParts,
-    build_controlnet,
-    build_unet,
     find_parts,
     load_native_parts,
     load_seesr,

@@ -10,6 +10,8 @@ import torch
 
 from ..arch import Architecture, ModelDescriptor, Tiling, infer_or_raise, strict_load
 from ..shapes import has_prefix
+from .build import build_controlnet, build_unet
+from .config import infer_controlnet_config, infer_unet_config, merge_config
 
 UNET_TITLE = "SeeSR UNet"
 CONTROLNET_TITLE = "SeeSR ControlNet"
@@ -37,9 +39,6 @@ def memory(batch: int, size: tuple[int, int]) -> int:
 
 def _load(kind: str, sd: Mapping[str, torch.Tensor], dtype: torch.dtype, device, source: str,
           config: Mapping[str, Any] | None) -> ModelDescriptor:
-    from .config import infer_controlnet_config, infer_unet_config, merge_config
-    from .load import build_controlnet, build_unet
-
     unet = kind == "unet"
     title = UNET_TITLE if unet else CONTROLNET_TITLE
     inferred = infer_or_raise(infer_unet_config if unet else infer_controlnet_config, sd, source, title)

@@ -1,4 +1,4 @@
-"""Build and load SeeSR's UNet and ControlNet from the release folders: whole, as stock diffusers models with RCA
+"""Load SeeSR's UNet and ControlNet from the release folders: whole, as stock diffusers models with RCA
 attached (library / CLI), or as the parts the ComfyUI native path needs (:func:`load_native_parts`).
 
 The release (``seesr/unet`` and ``seesr/controlnet``) holds ``config.json`` + ``diffusion_pytorch_model.safetensors``
@@ -23,10 +23,12 @@ from diffusers import ControlNetModel, UNet2DConditionModel
 from ..arch import infer_or_raise, strict_load
 from ..checkpoint import load_state_dict
 from ..errors import CheckpointError, WrongModelError
+from ..registry import require
 from .arch import CONTROLNET, FOLDER, UNET
+from .build import stock_config
 from .config import infer_controlnet_config, infer_unet_config, merge_config
 from .layout import RCA_MARK, rca_entries, split_rca, to_ldm
-from .rca import Attention, RCASet, attach_rca
+from .rca import Attention, RCASet
 
 log = logging.getLogger(__name__)
 
@@ -44,34 +46,6 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"'{path}' is not valid JSON: {exc}") from exc
 
 
-def _stock_config(config: Mapping[str, Any], cls: type, what: str) -> dict[str, Any]:
-    name = config.get("_class_name")
-    if name not in (None, cls.__name__):
-        raise WrongModelError(f"the {what} config names class {name!r}, expected {cls.__name__}")
-    if not config.get("use_image_cross_attention", False):
-        raise WrongModelError(f"the {what} config has no 'use_image_cross_attention: true': this is a plain "
-                             "diffusers model, not SeeSR's (the release configs set it)")
-    return {k: v for k, v in config.items() if k != "use_image_cross_attention" and not k.startswith("_")}
-
-
-def build_unet(config: Mapping[str, Any], device: str | torch.device | None = "meta") -> UNet2DConditionModel:
-    """Stock UNet2DConditionModel from a SeeSR UNet config, with RCA attached (random init, or meta)."""
-    cfg = _stock_config(config, UNet2DConditionModel, "UNet")
-    with torch.device(device or "cpu"):
-        unet = UNet2DConditionModel.from_config(cfg)
-    attach_rca(unet)
-    return unet
-
-
-def build_controlnet(config: Mapping[str, Any], device: str | torch.device | None = "meta") -> ControlNetModel:
-    """Stock ControlNetModel from a SeeSR ControlNet config, with RCA attached."""
-    cfg = _stock_config(config, ControlNetModel, "ControlNet")
-    with torch.device(device or "cpu"):
-        cn = ControlNetModel.from_config(cfg)
-    attach_rca(cn)
-    return cn
-
-
 def _weights_file(folder: Path) -> Path:
     for name in _WEIGHT_NAMES:
         if (folder / name).is_file():
@@ -84,11 +58,11 @@ def _weights_file(folder: Path) -> Path:
 
 def _load_part(folder: Path, arch, dtype: torch.dtype, device="cpu"):
     config = read_config(folder)
-    _stock_config(config, UNet2DConditionModel if arch is UNET else ControlNetModel,
+    stock_config(config, UNet2DConditionModel if arch is UNET else ControlNetModel,
                   "UNet" if arch is UNET else "ControlNet")
     wfile = _weights_file(folder)
     sd = load_state_dict(wfile)
-    arch.check(sd, source=str(wfile), folder=FOLDER)
+    require(sd, arch.id, source=str(wfile), folder=FOLDER)
     return arch.load(sd, dtype=dtype, device=device, source=str(wfile), config=config)
 
 
@@ -183,10 +157,10 @@ def load_native_parts(folder: str | os.PathLike, dtype: torch.dtype = torch.floa
     """
     u_dir, c_dir = find_parts(folder)
     ucfg_json = read_config(u_dir)
-    _stock_config(ucfg_json, UNet2DConditionModel, "UNet")
+    stock_config(ucfg_json, UNet2DConditionModel, "UNet")
     ufile = _weights_file(u_dir)
     meta, read = _lazy_state_dict(ufile)
-    UNET.check(meta, source=str(ufile), folder=FOLDER)
+    require(meta, UNET.id, source=str(ufile), folder=FOLDER)
     ucfg = merge_config(ucfg_json, infer_or_raise(infer_unet_config, meta, str(ufile), UNET.title), "UNet",
                         str(ufile))
     rca_keys = [k for k in meta if RCA_MARK in k]
@@ -194,10 +168,10 @@ def load_native_parts(folder: str | os.PathLike, dtype: torch.dtype = torch.floa
                         device, ops, attention)
 
     ccfg_json = read_config(c_dir)
-    _stock_config(ccfg_json, ControlNetModel, "ControlNet")
+    stock_config(ccfg_json, ControlNetModel, "ControlNet")
     cfile = _weights_file(c_dir)
     sd = load_state_dict(cfile)
-    CONTROLNET.check(sd, source=str(cfile), folder=FOLDER)
+    require(sd, CONTROLNET.id, source=str(cfile), folder=FOLDER)
     ccfg = merge_config(ccfg_json, infer_or_raise(infer_controlnet_config, sd, str(cfile), CONTROLNET.title),
                         "ControlNet", str(cfile))
     base, rca_sd = split_rca(sd)
