@@ -1,5 +1,6 @@
-"""The one tiling toolkit of the pack: tile positions, visit order, blend weights, tiled application and the
-out-of-memory back-off.
+"""The one tiling toolkit of the pack: tile positions, visit order, blend weights, tiles grouped into batches,
+multi-output blending, tiled application and the out-of-memory back-off. Families choose parameters (SeeSR's in
+:mod:`.seesr.tiles`); the loops live here.
 
 **The overlap rule (every family, every front end).** Tiles are ``min(tile, side)`` long (square tiles use the
 shorter side); the overlap actually used is clamped to at most half of the tile actually used, so the stride is
@@ -9,15 +10,16 @@ border.
 
 Blend weights (``blend=``): ``gaussian`` (σ = side/4, centre-weighted), ``linear`` (ramps over the overlap, flat
 inside) and ``seesr`` (SeeSR's official float64 Gaussian map, variance 0.01·t², with its off-centre y quirk).
-Outputs are ``Σ w·tile / Σ w``, so a model that is pointwise inside its tiles gives exactly the untiled result,
-and an input that fits in one tile is processed in a single call.
+Weight maps are computed in float64 on the host and cast once to float32 on the compute device. Outputs are
+``Σ w·tile / Σ w`` accumulated in float32, so a model that is pointwise inside its tiles gives exactly the untiled
+result, and an input that fits in one tile is processed in a single call.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -87,12 +89,15 @@ def grid(h: int, w: int, tile: int | None, overlap: int = 0, order: str = "rows"
 
 def blend_window(h: int, w: int, blend: str = "gaussian", overlap: int = 0,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A ``[h, w]`` weight map, strictly positive (see the module docstring for the kinds)."""
+    """A ``[h, w]`` weight map, strictly positive (see the module docstring for the kinds).
+
+    The map is computed in float64 on the host and cast once to ``dtype`` on ``device``: accelerators get no
+    float64 tensor (MPS has none; CUDA would promote every product with it to float64)."""
     if blend == "seesr":
         if h != w:
             raise InputError(f"the seesr blend needs square tiles, got {w}x{h}")
         t = h
-        v = torch.arange(t, dtype=torch.float64)
+        v = torch.arange(t, dtype=torch.float64, device="cpu")
 
         def g(mid: float) -> torch.Tensor:
             return torch.exp(-(v - mid) ** 2 / (t * t) / (2 * SEESR_VARIANCE)) / math.sqrt(2 * math.pi * SEESR_VARIANCE)
@@ -100,7 +105,7 @@ def blend_window(h: int, w: int, blend: str = "gaussian", overlap: int = 0,
         return torch.outer(g(t / 2), g((t - 1) / 2)).to(device=device, dtype=dtype)
 
     def axis(n: int) -> torch.Tensor:
-        i = torch.arange(n, dtype=torch.float64)
+        i = torch.arange(n, dtype=torch.float64, device="cpu")
         if blend == "gaussian":
             c, s = (n - 1) / 2.0, max(n / 4.0, 1e-3)
             return torch.exp(-0.5 * ((i - c) / s) ** 2)
@@ -143,27 +148,71 @@ def retry_on_oom(run: Callable[[int | None], torch.Tensor], tile: int | None, fu
                 torch.cuda.empty_cache()
 
 
+def tile_groups(g: Grid, group: int = 1) -> list[list[tuple[int, int]]]:
+    """The tile origins of ``g`` in visit order, ``group`` at a time (tiles batched into one network call)."""
+    if group < 1:
+        raise ValueError(f"group must be >= 1, got {group}")
+    origins = list(g.origins)
+    return [origins[i:i + group] for i in range(0, len(origins), group)]
+
+
+TileOutputs = torch.Tensor | Sequence[torch.Tensor]
+
+
+def blend_groups(fn: Callable[[list[tuple[int, int]]], Sequence[TileOutputs]], g: Grid, blend: str = "gaussian",
+                 device: torch.device | str | None = None, group: int = 1, scale: float = 1.0,
+                 progress: Progress | None = None) -> list[torch.Tensor]:
+    """``Σ w·out / Σ w`` over the tiles of ``g``, accumulated in float32 on ``device`` (default: where the
+    outputs are).
+
+    ``fn(origins)`` gets up to ``group`` tile origins ``(y, x)`` (in visit order, :func:`tile_groups`) and returns,
+    per tile, one tensor or a list of tensors ``[..., th·scale, tw·scale]`` (several outputs per tile, e.g. one per
+    conditioning); the result is the list of blended ``[..., h·scale, w·scale]`` maps. The weights are
+    :func:`blend_window` maps of the output tile's size, made once per size (float64 on the host, cast once to
+    float32 on ``device``). A whole-plane grid is one call, returned unweighted (as float32).
+    ``progress(done, total)`` after each tile.
+    """
+    acc: list[torch.Tensor] | None = None
+    wsum = window = None
+    done = 0
+    for batch in tile_groups(g, group):
+        outs = fn(batch)
+        if len(outs) != len(batch):
+            raise ValueError(f"the tile function returned {len(outs)} results for {len(batch)} tiles")
+        for (y, x), out in zip(batch, outs):
+            parts = [out] if isinstance(out, torch.Tensor) else list(out)
+            if g.whole:
+                if progress is not None:
+                    progress(1, 1)
+                return [p.to(device=device or p.device, dtype=torch.float32) for p in parts]
+            ph, pw = parts[0].shape[-2:]
+            if acc is None:
+                device = device or parts[0].device
+                oh, ow = round(g.h * scale), round(g.w * scale)
+                acc = [torch.zeros((*p.shape[:-2], oh, ow), dtype=torch.float32, device=device) for p in parts]
+                wsum = torch.zeros((oh, ow), dtype=torch.float32, device=device)
+            if window is None or window.shape != (ph, pw):
+                window = blend_window(ph, pw, blend, round(g.overlap * scale), device=device, dtype=torch.float32)
+            oy, ox = round(y * scale), round(x * scale)
+            for a, p in zip(acc, parts):
+                a[..., oy:oy + ph, ox:ox + pw] += p.to(device=device, dtype=torch.float32) * window
+            wsum[oy:oy + ph, ox:ox + pw] += window
+            done += 1
+            if progress is not None:
+                progress(done, len(g))
+    assert acc is not None and wsum is not None
+    return [a / wsum for a in acc]
+
+
 def blend_tiles(fn: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor], x: torch.Tensor, g: Grid,
                 scale: float = 1.0, blend: str = "gaussian", progress: Progress | None = None) -> torch.Tensor:
-    """``Σ w·fn(tile) / Σ w`` over the tiles of ``g`` (``fn(tile, (y, x))`` → the tile's output, ``scale`` × its
-    size), accumulated in float32."""
-    h, w = x.shape[-2:]
-    out = weight = window = None
-    for k, (y, x0) in enumerate(g.origins):
-        part = fn(x[..., y:y + g.th, x0:x0 + g.tw], (y, x0))
-        if out is None:
-            oh, ow = round(h * scale), round(w * scale)
-            out = torch.zeros((*part.shape[:-2], oh, ow), dtype=torch.float32, device=part.device)
-            weight = torch.zeros((oh, ow), dtype=torch.float32, device=part.device)
-        ph, pw = part.shape[-2:]
-        if window is None or window.shape != (ph, pw):
-            window = blend_window(ph, pw, blend, round(g.overlap * scale), device=part.device)
-        oy, ox = round(y * scale), round(x0 * scale)
-        out[..., oy:oy + ph, ox:ox + pw] += part.float() * window
-        weight[oy:oy + ph, ox:ox + pw] += window
-        if progress is not None:
-            progress(k + 1, len(g))
-    return out / weight
+    """``Σ w·fn(tile) / Σ w`` over the tiles of ``x`` on grid ``g`` (``fn(tile, (y, x))`` → the tile's output,
+    ``scale`` × its size), one tile per call, accumulated in float32 (:func:`blend_groups`)."""
+
+    def run(origins: list[tuple[int, int]]) -> list[torch.Tensor]:
+        return [fn(x[..., y:y + g.th, x0:x0 + g.tw], (y, x0)) for y, x0 in origins]
+
+    return blend_groups(run, g, blend, scale=scale, progress=progress)[0]
 
 
 def tiled_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int | None, overlap: int = 32,

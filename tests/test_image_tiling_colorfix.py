@@ -244,3 +244,48 @@ def test_unreadable_image_file_is_an_input_error_naming_it(tmp_path):
         im.load_image(bad)
     with pytest.raises(FileNotFoundError, match="nothing.png"):
         im.load_image(tmp_path / "nothing.png")
+
+
+# ------------------------------------------------------------------------------------------ issue 18 item 6 / 19
+class _DeviceDtypes(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records (op, dtype) of every tensor an operation produces on the compute device (``meta`` here, standing in
+    for an accelerator: the host is the CPU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[tuple[str, torch.dtype]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.device.type != "cpu":
+                self.seen.append((str(func), t.dtype))
+        return out
+
+
+@pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32])
+def test_tile_blends_put_no_float64_on_the_device(out_dtype):
+    """SeeSR's Gaussian map is float64 (official), but it is made on the host and cast once: on MPS a float64
+    tensor fails, on CUDA every product with it would silently run in float64."""
+    from aware_restore.core.seesr.tiles import blend_latent_tiles, latent_grid
+    from aware_restore.core.tiling import blend_tiles, grid
+
+    dev = torch.device("meta")
+    x = torch.empty(2, 4, 40, 56, device=dev, dtype=out_dtype)
+    g = latent_grid(40, 56, 24, 8)
+    assert len(g) > 1
+    inputs: list[torch.dtype] = []
+
+    def tiles(origins):
+        outs = [[x[..., y:y + g.th, xx:xx + g.tw] * 2, x[..., y:y + g.th, xx:xx + g.tw] + 1] for y, xx in origins]
+        inputs.extend(p.dtype for o in outs for p in o)
+        return outs
+
+    with _DeviceDtypes() as mode:
+        a, b = blend_latent_tiles(tiles, g, dev, group=2)
+        c = blend_tiles(lambda t, _pos: t.repeat_interleave(2, -1).repeat_interleave(2, -2), x, grid(40, 56, 24, 8),
+                        scale=2.0)
+    assert {a.dtype, b.dtype, c.dtype} == {torch.float32} and a.device == c.device == dev
+    assert c.shape == (2, 4, 80, 112)
+    assert set(inputs) == {out_dtype}
+    assert mode.seen and not [s for s in mode.seen if s[1] == torch.float64], mode.seen

@@ -1,13 +1,15 @@
-"""SeeSR's latent tiling of the denoising loop, on the pack's tiling toolkit (:mod:`..tiling`).
+"""SeeSR's choice of tiling parameters for the denoising loop; the loops and weight maps are the pack's tiling
+toolkit's (:mod:`..tiling`).
 
 Rules of the official ``pipeline_seesr.py`` (re-stated, not copied): tiling happens only when ``h·w > tile²``; the
 tile is square with side ``t = min(tile, h, w)``; tiles step by ``t − overlap`` and the last one snaps to the edge;
 visit order is x-outer, y-inner (``order="columns"``); the noise predictions are blended with one Gaussian map
-``G`` (float64, ``blend="seesr"``) before CFG. ``G``'s x centre is ``(t−1)/2`` but its y centre is ``t/2`` (an
-official quirk, kept for parity). :func:`blend_latent_tiles` is the one blending loop, used by the diffusers sampler
-(noise predictions) and by ComfyUI's tiled model wrapper (denoised predictions — ``x − σ·ε`` is affine in ε with
-per-pixel constants, so blending either gives the same result). The overlap follows the pack-wide rule (at most half the tile actually used),
-which the official defaults (96 / 4) never reach.
+``G`` (``blend="seesr"``: made in float64 on the host as the official code does, used in float32 on the device)
+before CFG. ``G``'s x centre is ``(t−1)/2`` but its y centre is ``t/2`` (an official quirk, kept for parity).
+:func:`blend_latent_tiles` (the toolkit's loop with these choices) serves the diffusers sampler (noise
+predictions) and ComfyUI's tiled model wrapper (denoised predictions — ``x − σ·ε`` is affine in ε with per-pixel
+constants, so blending either gives the same result). The overlap follows the pack-wide rule (at most half the
+tile actually used), which the official defaults (96 / 4) never reach.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..tiling import Grid, blend_window, grid
+from ..tiling import Grid, TileOutputs, blend_groups, blend_window, grid
 
 DEFAULT_TILE = 96       # test_seesr.py --latent_tiled_size (latent pixels; 768 image pixels)
 DEFAULT_OVERLAP = 32    # official 4; a third of the tile: the Gaussian ramps overlap far enough to hide the seams
@@ -40,40 +42,14 @@ def tile_origins(h: int, w: int, tile: int, overlap: int) -> tuple[int, list[tup
 
 
 def gaussian_weights(t: int) -> torch.Tensor:
-    """The official ``t×t`` float64 Gaussian map: g(x; (t−1)/2)·g(y; t/2), g(v; m) = exp(−(v−m)²/(2·0.01·t²))/√(2π·0.01)."""
+    """The official ``t×t`` float64 Gaussian map (on the host): g(x; (t−1)/2)·g(y; t/2),
+    g(v; m) = exp(−(v−m)²/(2·0.01·t²))/√(2π·0.01)."""
     return blend_window(t, t, "seesr", dtype=torch.float64)
-
-
-TileOutputs = torch.Tensor | Sequence[torch.Tensor]
 
 
 def blend_latent_tiles(fn: Callable[[list[tuple[int, int]]], Sequence[TileOutputs]], g: Grid,
                        device: torch.device | str = "cpu", group: int = 1) -> list[torch.Tensor]:
-    """``Σ G·out / Σ G`` over the tiles of ``g`` with the official Gaussian map ``G``, accumulated in float32.
-
-    ``fn(origins)`` gets up to ``group`` tile origins ``(y, x)`` (in visit order) and returns, per tile, one tensor
-    or a list of tensors ``[..., th, tw]`` (e.g. one per conditioning); the result is the list of blended
-    ``[..., h, w]`` maps. A whole-plane grid is one call and no weighting.
-    """
-    if group < 1:
-        raise ValueError(f"group must be >= 1, got {group}")
-    weights = gaussian_weights(g.th).to(device) if not g.whole else None
-    acc: list[torch.Tensor] | None = None
-    wsum = torch.zeros((g.h, g.w), dtype=torch.float32, device=device)
-    origins = list(g.origins)
-    for i in range(0, len(origins), group):
-        batch = origins[i:i + group]
-        outs = fn(batch)
-        if len(outs) != len(batch):
-            raise ValueError(f"the tile function returned {len(outs)} results for {len(batch)} tiles")
-        for (y, x), out in zip(batch, outs):
-            parts = [out] if isinstance(out, torch.Tensor) else list(out)
-            if g.whole:
-                return [p.float() for p in parts]
-            if acc is None:
-                acc = [torch.zeros((*p.shape[:-2], g.h, g.w), dtype=torch.float32, device=device) for p in parts]
-            for a, p in zip(acc, parts):
-                a[..., y:y + g.th, x:x + g.tw] += p.to(device) * weights
-            wsum[y:y + g.th, x:x + g.tw] += weights
-    assert acc is not None
-    return [a / wsum for a in acc]
+    """:func:`..tiling.blend_groups` with the official Gaussian map (``blend="seesr"``) on ``device``:
+    ``fn(origins)`` gets up to ``group`` tile origins in the official visit order and returns, per tile, one tensor or a list of
+    tensors ``[..., t, t]``; the result is the list of blended ``[..., h, w]`` maps (float32)."""
+    return blend_groups(fn, g, "seesr", device=device, group=group)
