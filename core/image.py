@@ -7,6 +7,9 @@ Alpha is kept aside by ``split_alpha`` and can be re-attached (resized) by ``mer
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,7 @@ from .errors import ImageInputError, InputError
 PIL_BICUBIC_TOLERANCE = 2.0 / 255.0
 
 
-__all__ = ["ImageInputError", "check_finite", "crop", "from_comfy", "load_image", "match_batch", "merge_alpha",
+__all__ = ["ImageInputError", "check_finite", "checked_inputs", "crop", "from_comfy", "load_image", "match_batch", "merge_alpha",
            "pad_to_multiple", "resize", "save_image", "split_alpha", "to_comfy"]
 
 
@@ -87,13 +90,35 @@ def to_comfy(rgb: torch.Tensor, alpha: torch.Tensor | None = None, clamp: bool =
 
 
 
+def _not_finite(x: torch.Tensor) -> torch.Tensor:
+    """The scan :func:`check_finite` runs (one pass over ``x``)."""
+    return ~torch.isfinite(x)
+
+
+_INPUTS_CHECKED: ContextVar[bool] = ContextVar("aware_restore_inputs_checked", default=False)
+
+
+@contextmanager
+def checked_inputs() -> Iterator[None]:
+    """The body of a core entry point whose inputs :func:`check_finite` has already checked: inside it, the
+    entry points it calls in turn (SeeSR's ``upscale`` → ``condition_image``, ``sample``, ``color_fix``, the
+    tagger; IR-SDE's ``restore`` → DA-CLIP's ``encode_images``) skip their own finite checks, so every input is
+    scanned once per entry, not once per level."""
+    token = _INPUTS_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _INPUTS_CHECKED.reset(token)
+
+
 def check_finite(x: torch.Tensor, what: str = "image") -> torch.Tensor:
     """Return ``x`` when every value is finite; else an :class:`InputError` naming ``what`` and how many pixels
     (positions ``[b, y, x]`` of a ``[B,C,H,W]`` batch; values for other shapes) hold NaN or ±inf. The one
-    non-finite check every family runs at its core entry (a NaN pixel would spread over the whole output)."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.is_meta:
+    non-finite check every family runs at its core entry (a NaN pixel would spread over the whole output); a
+    no-op inside :func:`checked_inputs` (an outer entry checked the data already)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.is_meta or _INPUTS_CHECKED.get():
         return x
-    bad = ~torch.isfinite(x)
+    bad = _not_finite(x)
     if not bool(bad.any()):
         return x
     if x.ndim == 4:

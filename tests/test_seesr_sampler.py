@@ -105,3 +105,31 @@ def test_prompts_and_pipeline(models):
                     "b, ,clean, high-resolution, 8k"]
     with pytest.raises(ValueError, match="DAPE"):
         upscale(img, *models, encode_text=enc, vae_encode=vae_encode, vae_decode=vae_decode)
+
+
+def test_upscale_checks_its_inputs_once(models, monkeypatch):
+    """Issue 19: the image was scanned for NaN three times per SeeSR image (upscale, condition_image, sample) and
+    again by the colour fix; now once per entry: the image and the DAPE embeddings, nothing nested."""
+    from aware_restore.core import image as im
+
+    scanned = []
+    real = im._not_finite
+    monkeypatch.setattr(im, "_not_finite", lambda x: scanned.append(tuple(x.shape)) or real(x))
+    img = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    emb = DapeEmbeds(torch.randn(2, 145, 512), ("a", "b"))
+    opts = UpscaleOptions(process_size=32, sampler=SamplerOptions(steps=2))
+    kw = {"encode_text": lambda texts: torch.zeros(len(texts), 77, 32),
+          "vae_encode": lambda x: torch.nn.functional.avg_pool2d(x, 8).repeat(1, 2, 1, 1)[:, :4],
+          "vae_decode": lambda z: torch.nn.functional.interpolate(z[:, :3], scale_factor=8), "options": opts}
+    upscale(img, *models, dape_embeds=emb, **kw)
+    assert scanned == [(2, 3, 8, 8), (2, 145, 512)]
+    scanned.clear()
+    upscale(img, *models, dape=lambda x: emb, **kw)  # embeddings made inside: only the image is input
+    assert scanned == [(2, 3, 8, 8)]
+    scanned.clear()  # a nested entry called on its own still checks its input
+    from aware_restore.core.seesr import condition_image, plan_sizes
+
+    condition_image(img[:1], plan_sizes(8, 8, 4, 32))
+    assert scanned == [(1, 3, 8, 8)]
+    with pytest.raises(ValueError, match="not finite"):
+        upscale(torch.full((1, 3, 8, 8), float("nan")), *models, dape_embeds=emb, **kw)

@@ -30,7 +30,7 @@ import torch
 
 from ..daclip import encode_images
 from ..errors import ContextMismatchError, InputError
-from ..image import check_finite, match_batch, merge_alpha, split_alpha
+from ..image import check_finite, checked_inputs, match_batch, merge_alpha, split_alpha
 from ..progress import Progress
 from ..tiling import retry_on_oom, tiled_apply
 from .lowmem import MIN_TILE as LOWMEM_MIN_TILE
@@ -151,7 +151,8 @@ def restore(network: ConditionalUNet, daclip: Any, images: torch.Tensor, steps: 
     width = getattr(getattr(daclip, "config", None), "embed_dim", None)
     if isinstance(width, int):
         check_context(network, width)  # before spending time on the DA-CLIP encode
-    clean, degra = embeddings(daclip, rgb)
+    with checked_inputs():  # DA-CLIP's encoder does not check the images again
+        clean, degra = embeddings(daclip, rgb)
     check_finite(clean, "clean DA-CLIP embedding")
     check_finite(degra, "degradation DA-CLIP embedding")
     check_context(network, int(clean.shape[-1]))

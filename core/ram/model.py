@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, InputError, PayloadError
-from ..image import check_finite
+from ..image import check_finite, checked_inputs
 from ..shapes import count_blocks, dim, shape
 from . import tags as tagmod
 from .embeds import DapeEmbeds
@@ -249,11 +249,12 @@ def tag_images(tagger: Tagger, images: torch.Tensor, threshold: float | None = N
     chunk = max(1, int(chunk))
     tags: list[str] = []
     embeds: list[torch.Tensor] = []
-    for start in range(0, n, chunk):
-        part = tagger.run(images[start:start + chunk], threshold=threshold, exclude=exclude, max_tags=max_tags,
-                          antialias=antialias)
-        tags += part.tags
-        embeds.append(part.embeds)
-        if progress is not None:
-            progress(min(start + chunk, n), n)
+    with checked_inputs():  # tagger.run does not check each chunk again
+        for start in range(0, n, chunk):
+            part = tagger.run(images[start:start + chunk], threshold=threshold, exclude=exclude, max_tags=max_tags,
+                              antialias=antialias)
+            tags += part.tags
+            embeds.append(part.embeds)
+            if progress is not None:
+                progress(min(start + chunk, n), n)
     return DapeEmbeds(torch.cat(embeds), tuple(tags))

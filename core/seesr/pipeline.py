@@ -18,7 +18,7 @@ import torch
 
 from ..colorfix import METHOD_NAMES, color_fix
 from ..errors import InputError
-from ..image import check_finite, merge_alpha, split_alpha
+from ..image import check_finite, checked_inputs, merge_alpha, split_alpha
 from ..ram.embeds import DapeEmbeds
 from .resize import condition_image, plan_sizes, to_final
 from .sampler import (
@@ -68,26 +68,31 @@ def upscale(image: torch.Tensor, unet, controlnet, *, encode_text: TextEncoder, 
     if dape_embeds is None:
         if dape is None:
             raise InputError("give a DAPE tagger (dape=) or precomputed dape_embeds")
-        dape_embeds = dape(image)
-    if len(dape_embeds) not in (1, image.shape[0]):
-        raise InputError(f"{len(dape_embeds)} DAPE embeddings for {image.shape[0]} images; give one for all "
-                         "images or one per image")
-    plan = plan_sizes(image.shape[-1], image.shape[-2], options.upscale, options.process_size)
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    steps = options.sampler.steps
-    total = steps * image.shape[0]
-    outs = []
-    for i in range(image.shape[0]):
-        emb = dape_embeds.select(i if len(dape_embeds) > 1 else 0)
-        tags = emb.tags[0] if emb.tags else ""
-        pos_text, neg_text = build_prompts(tags, options.user_prompt, options.added_prompt, options.negative_prompt)
-        neg, pos = match_token_lengths(encode_text([neg_text]).float(), encode_text([pos_text]).float())
-        cond = condition_image(image[i:i + 1].float(), plan)
-        lr_latent = vae_encode(cond).float() * SD2_LATENT_SCALE
-        step_progress = None if progress is None else (lambda d, t, i=i: progress(i * steps + d, total))
-        z = sample(unet, controlnet, lr_latent=lr_latent, cond_image=cond, positive=pos, negative=neg,
-                   image_embeds=emb.embeds, generator=generator, opts=options.sampler, progress=step_progress)
-        sr = vae_decode(z / SD2_LATENT_SCALE).float().cpu().clamp(0, 1)
-        sr = color_fix(sr, cond.cpu(), options.color_fix, clamp=True)
-        outs.append(to_final(sr, plan).clamp(0, 1))
+    else:
+        check_finite(getattr(dape_embeds, "embeds", None), "DAPE embeddings")
+    with checked_inputs():  # the nested entries (tagger, resize, sampler, colour fix) do not check them again
+        if dape_embeds is None:
+            dape_embeds = dape(image)
+        if len(dape_embeds) not in (1, image.shape[0]):
+            raise InputError(f"{len(dape_embeds)} DAPE embeddings for {image.shape[0]} images; give one for all "
+                             "images or one per image")
+        plan = plan_sizes(image.shape[-1], image.shape[-2], options.upscale, options.process_size)
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        steps = options.sampler.steps
+        total = steps * image.shape[0]
+        outs = []
+        for i in range(image.shape[0]):
+            emb = dape_embeds.select(i if len(dape_embeds) > 1 else 0)
+            tags = emb.tags[0] if emb.tags else ""
+            pos_text, neg_text = build_prompts(tags, options.user_prompt, options.added_prompt,
+                                               options.negative_prompt)
+            neg, pos = match_token_lengths(encode_text([neg_text]).float(), encode_text([pos_text]).float())
+            cond = condition_image(image[i:i + 1].float(), plan)
+            lr_latent = vae_encode(cond).float() * SD2_LATENT_SCALE
+            step_progress = None if progress is None else (lambda d, t, i=i: progress(i * steps + d, total))
+            z = sample(unet, controlnet, lr_latent=lr_latent, cond_image=cond, positive=pos, negative=neg,
+                       image_embeds=emb.embeds, generator=generator, opts=options.sampler, progress=step_progress)
+            sr = vae_decode(z / SD2_LATENT_SCALE).float().cpu().clamp(0, 1)
+            sr = color_fix(sr, cond.cpu(), options.color_fix, clamp=True)
+            outs.append(to_final(sr, plan).clamp(0, 1))
     return merge_alpha(torch.cat(outs), alpha)
