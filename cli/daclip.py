@@ -12,16 +12,12 @@ log = logging.getLogger(__name__)
 
 
 def default_model(extra: list[str]) -> Path:
-    """The first DA-CLIP file in the ``daclip`` model folders (names containing 'daclip' first)."""
-    from ..core import paths
+    """The DA-CLIP file in the ``daclip`` model folders (names containing 'daclip' first)."""
+    from ..core.paths import require_model
 
-    files = paths.model_files("daclip", extra)
-    files.sort(key=lambda p: "daclip" not in p.name.lower())
-    if not files:
-        dirs = ", ".join(str(d) for d in paths.folder_dirs("daclip", extra)) or "(none)"
-        raise FileNotFoundError("no DA-CLIP model found; pass --model FILE, or put daclip_ViT-B-32.pt in a "
-                                f"'daclip' models folder (searched: {dirs}; add roots with --models-dir)")
-    return files[0]
+    return require_model("daclip", ("*daclip*", "*"), extra, "DA-CLIP model",
+                         "Pass --model FILE, or put daclip_ViT-B-32.pt in a 'daclip' models folder (add roots with "
+                         "--models-dir).")
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:

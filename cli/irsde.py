@@ -11,16 +11,11 @@ log = logging.getLogger(__name__)
 
 
 def _find(folder: str, patterns: tuple[str, ...], models_dir: list[str], what: str) -> Path:
-    from ..core import paths
+    from ..core.paths import require_model
 
-    for pattern in patterns:
-        found = paths.find_model(folder, pattern, models_dir)
-        if found is not None:
-            return found
-    searched = ", ".join(str(d) for d in paths.folder_dirs(folder, models_dir)) or "(no models folder configured)"
-    raise SystemExit(f"restore: no {what} found in the '{folder}' folders searched: {searched}. "
-                     f"Pass --{'model' if folder == 'irsde' else 'daclip'} FILE, or --models-dir DIR, "
-                     f"or run `aware-restore download list`.")
+    return require_model(folder, patterns, models_dir, what,
+                         f"Pass --{'model' if folder == 'irsde' else 'daclip'} FILE, or --models-dir DIR, or run "
+                         "`aware-restore download list`.")
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:

@@ -12,26 +12,22 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def _find(args: argparse.Namespace, *patterns: str) -> Path | None:
-    from ..core.paths import model_files
-
-    files = model_files("dape", args.models_dir)
-    for pat in patterns:
-        for f in files:
-            if f.name.lower().startswith(pat):
-                return f
-    return None
+# the official file, then converted files (ram_dape_fp16.safetensors); never RAM++ (ram_plus_swin_large_14m.pth)
+RAM_PATTERNS = ("ram_swin_large_14m*", "ram_swin*", "ram*.safetensors")
+DAPE_PATTERNS = ("DAPE*",)
 
 
 def resolve_files(args: argparse.Namespace) -> tuple[Path, Path | None]:
     """RAM and DAPE files from ``--ram`` / ``--dape`` or the 'dape' model folders (also used by ``seesr``)."""
-    ram = Path(args.ram) if args.ram else _find(args, "ram")
-    if ram is None:
-        raise FileNotFoundError("no RAM checkpoint found: pass --ram FILE or put ram_swin_large_14m.pth into "
-                                "<models>/dape/ (use --models-dir or $AWARE_RESTORE_MODELS / $COMFYUI_DIR)")
+    from ..core.paths import find_model, require_model
+
+    ram = Path(args.ram) if args.ram else require_model(
+        "dape", RAM_PATTERNS, args.models_dir, "RAM checkpoint (ram_swin_large_14m.pth)",
+        "Pass --ram FILE or put ram_swin_large_14m.pth into <models>/dape/ (use --models-dir or "
+        "$AWARE_RESTORE_MODELS / $COMFYUI_DIR).")
     if getattr(args, "no_dape", False):
         return ram, None
-    dape = Path(args.dape) if args.dape else _find(args, "dape")
+    dape = Path(args.dape) if args.dape else find_model("dape", DAPE_PATTERNS, args.models_dir)
     if dape is None:
         log.warning("no DAPE.pth found (pass --dape FILE); tagging with plain RAM")
     return ram, dape
@@ -76,7 +72,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("tag", help="tag images with RAM (+ SeeSR's DAPE LoRA): the SeeSR hard prompt")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--ram", default=None, help="RAM checkpoint (default: ram*.pth/.safetensors in <models>/dape)")
+    p.add_argument("--ram", default=None, help="RAM checkpoint (default: ram_swin_large_14m*, else a converted "
+                                               "ram*.safetensors, in <models>/dape)")
     p.add_argument("--dape", default=None, help="DAPE LoRA file (default: DAPE*.pth in <models>/dape)")
     p.add_argument("--no-dape", action="store_true", help="plain RAM tagging (no DAPE LoRA)")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -8,8 +8,9 @@ Model roots, in order: ``--models-dir`` arguments, ``$AWARE_RESTORE_MODELS`` (``
 
 from __future__ import annotations
 
+import fnmatch
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .checkpoint import MODEL_SUFFIXES
@@ -51,9 +52,27 @@ def model_files(folder: str, extra: Iterable[str | os.PathLike] = ()) -> list[Pa
     return found
 
 
-def find_model(folder: str, pattern: str = "*", extra: Iterable[str | os.PathLike] = ()) -> Path | None:
-    """First file in ``folder`` whose name matches ``pattern`` (glob), or None."""
-    for p in model_files(folder, extra):
-        if p.match(pattern):
-            return p
+def find_model(folder: str, patterns: str | Sequence[str] = "*", extra: Iterable[str | os.PathLike] = ()
+               ) -> Path | None:
+    """The model file of ``folder`` for the first of ``patterns`` (globs on the file name, case-insensitive, in
+    order of preference) that any file matches, or None. Put the official name first: ``("ram_swin_large_14m*",
+    "ram_swin*")`` never picks ``ram_plus_swin_large_14m.pth`` before the RAM file."""
+    files = model_files(folder, extra)
+    for pattern in (patterns,) if isinstance(patterns, str) else patterns:
+        for p in files:
+            if fnmatch.fnmatchcase(p.name.lower(), pattern.lower()):
+                return p
     return None
+
+
+def require_model(folder: str, patterns: str | Sequence[str], extra: Iterable[str | os.PathLike] = (),
+                  what: str = "model file", hint: str = "") -> Path:
+    """:func:`find_model`, or a ``FileNotFoundError`` naming ``what`` was wanted, the folders searched and
+    ``hint`` (what to do instead)."""
+    extra = list(extra)
+    found = find_model(folder, patterns, extra)
+    if found is None:
+        searched = ", ".join(str(d) for d in folder_dirs(folder, extra)) or "(no models folder configured)"
+        raise FileNotFoundError(f"no {what} found in the '{folder}' folders searched: {searched}."
+                                + (f" {hint}" if hint else ""))
+    return found

@@ -305,3 +305,43 @@ def test_other_config_round_trips_through_shape_inference():
         a, b = model(preprocess(x, 192)), loaded(preprocess(x, 192))
     assert a[1].shape == (2, 1 + 6 * 6, 512)
     torch.testing.assert_close(a[0], b[0], atol=0, rtol=0)
+
+
+def test_tag_images_checks_the_batch_once(models, monkeypatch):
+    """Issue 19: the batch is scanned for NaN once, not again by the tagger for every chunk."""
+    from aware_restore.core import image as im
+    from aware_restore.core.ram import tag_images
+
+    scanned = []
+    real = im._not_finite
+    monkeypatch.setattr(im, "_not_finite", lambda x: scanned.append(tuple(x.shape)) or real(x))
+    batch = torch.rand(3, 3, 40, 48, generator=torch.Generator().manual_seed(2))
+    assert len(tag_images(models["ram"], batch, chunk=1)) == 3
+    assert scanned == [(3, 3, 40, 48)]
+    models["ram"].run(batch[:1])  # the tagger called on its own checks its input
+    assert scanned[1:] == [(1, 3, 40, 48)]
+
+
+def test_cli_finds_the_ram_file_not_ram_plus(tmp_path, monkeypatch):
+    """Issue 19: the CLI's own finder took the first file starting with 'ram' — ram_plus_swin_large_14m.pth (RAM++,
+    another model) sorts before ram_swin_large_14m.pth. One finder now (core.paths.find_model, patterns in order of
+    preference)."""
+    import argparse
+
+    from aware_restore.cli.ram import resolve_files
+    from aware_restore.core.paths import find_model, require_model
+
+    monkeypatch.delenv("AWARE_RESTORE_MODELS", raising=False)
+    monkeypatch.delenv("COMFYUI_DIR", raising=False)
+    folder = tmp_path / "dape"
+    folder.mkdir()
+    for name in ("ram_plus_swin_large_14m.pth", "ram_swin_large_14m.pth", "DAPE.pth"):
+        (folder / name).write_bytes(b"x")
+    args = argparse.Namespace(ram=None, dape=None, no_dape=False, models_dir=[str(tmp_path)])
+    assert resolve_files(args) == ((folder / "ram_swin_large_14m.pth").resolve(), (folder / "DAPE.pth").resolve())
+    assert find_model("dape", "ram*", [tmp_path]).name == "ram_plus_swin_large_14m.pth"  # why the order matters
+    assert find_model("dape", ("RAM_SWIN*", "ram*"), [tmp_path]).name == "ram_swin_large_14m.pth"  # any case
+    (folder / "ram_swin_large_14m.pth").unlink()
+    with pytest.raises(FileNotFoundError, match="no RAM checkpoint .* folders searched: .*dape. Pass --ram"):
+        resolve_files(args)
+    assert require_model("dape", "dape*", [tmp_path]).name == "DAPE.pth"
