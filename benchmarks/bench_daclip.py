@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import peak_mb, reset_peak
+
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = ROOT / "tests" / "fixtures" / "daclip" / "daclip_keys_B32.txt"
 RESULTS = ROOT / "benchmarks" / "results" / "daclip.json"
@@ -42,33 +44,6 @@ def build_model(device: str, seed: int = 0):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.02)
     model.reset_buffers()
     return model.to(device).eval().requires_grad_(False)
-
-
-def _reset_peak(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        return
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM to the current RSS
-    except OSError:
-        pass
-
-
-def _peak_mb(device: str) -> float:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() / 2**20
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _time(fn, device: str, repeats: int) -> float:
@@ -103,13 +78,13 @@ def run(device: str, repeats: int, size: int) -> dict:
     for batch in (1, 8):
         images = torch.rand(batch, 3, size, size, generator=g).to(device)
         pixels = preprocess(images, model.image_size)
-        _reset_peak(device)
+        reset_peak(device)
 
         def encode(images=images):
             return encode_images(model, images, batch_size=8)
 
         total = _time(encode, device, repeats)
-        peak = _peak_mb(device)
+        peak = peak_mb(device)
         pre = _time(lambda images=images: preprocess(images, model.image_size), device, repeats)
 
         def towers(pixels=pixels):
@@ -120,9 +95,9 @@ def run(device: str, repeats: int, size: int) -> dict:
         results.append({"case": f"encode_b{batch}", "batch": batch, "image": f"{size}x{size}",
                         "ms_per_image": 1000 * total / batch, "model_ms_per_image": 1000 * net / batch,
                         "preprocess_ms_per_image": 1000 * pre / batch, "peak_mb": peak, "repeats": repeats})
-    _reset_peak(device)
+    reset_peak(device)
     text_s = _time(lambda: text_features(model, list(DEGRADATIONS)), device, repeats)
-    results.append({"case": "text_10_labels", "batch": 10, "ms_total": 1000 * text_s, "peak_mb": _peak_mb(device),
+    results.append({"case": "text_10_labels", "batch": 10, "ms_total": 1000 * text_s, "peak_mb": peak_mb(device),
                     "repeats": repeats})
     return {
         "device": device if device == "cpu" else torch.cuda.get_device_name(0),

@@ -17,11 +17,11 @@ import argparse
 import json
 import os
 import platform
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import peak_rss_mb, run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = ROOT / "tests" / "fixtures" / "irsde" / "irsde_keys_universal-ir.txt"
@@ -41,10 +41,6 @@ def _network():
     return net, config
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
 def case_step(size: int, repeats: int) -> dict:
     import torch
 
@@ -62,7 +58,7 @@ def case_step(size: int, repeats: int) -> dict:
     times, cpu = times[1:], cpu[1:]  # the first call warms up allocators
     return {"case": f"step_{size}", "size": size, "seconds_per_step": min(times),
             "cpu_seconds_per_step": min(cpu), "repeats": repeats,
-            "params_m": sum(p.numel() for p in net.parameters()) / 1e6, "peak_rss_mb": _rss_mb()}
+            "params_m": sum(p.numel() for p in net.parameters()) / 1e6, "peak_rss_mb": peak_rss_mb()}
 
 
 def case_restore(size: int, tile: int | None, overlap: int, steps: int) -> dict:
@@ -91,13 +87,7 @@ def case_restore(size: int, tile: int | None, overlap: int, steps: int) -> dict:
     return {"case": f"restore_{size}" + (f"_tile{tile}" if tile else ""), "size": size, "tile": tile,
             "overlap": overlap if tile else None, "steps_run": len(stamps), "seconds_per_step": per_step,
             "cpu_seconds_per_step": cpu_per_step,
-            "extrapolated_100_steps_s": per_step * 100, "peak_rss_mb": _rss_mb()}
-
-
-def _run_child(args: list[str], threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", *args, "--threads", str(threads)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+            "extrapolated_100_steps_s": per_step * 100, "peak_rss_mb": peak_rss_mb()}
 
 
 def main() -> int:
@@ -136,7 +126,7 @@ def main() -> int:
         raise SystemExit(f"unknown cases {unknown}; choose from {sorted(cases)}")
     rows = []
     for name in names:
-        rows.append(_run_child(cases[name], threads))
+        rows.append(run_child([__file__, "--child", *cases[name], "--threads", str(threads)]))
         rows[-1]["load_average_1min"] = round(os.getloadavg()[0], 2)
         _write(rows, threads, torch.__version__, Path(args.results))
     _table(rows, threads, torch.__version__)

@@ -16,27 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _common import current_rss_mb, peak_rss_mb, run_child
+
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = ROOT / "tests" / "fixtures" / "irsde" / "irsde_keys_universal-ir.txt"
 RESULTS = ROOT / "benchmarks" / "results" / "irsde_lowmem.json"
-MB = 1024.0  # ru_maxrss is in KiB on Linux
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MB
-
-
-def _current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
 def _network(kind: str):
@@ -75,7 +64,7 @@ def run_case(kind: str, size: int, mode: str, tile: int, repeats: int) -> dict:
                 return net(xt, mu, 50, text_context=text, image_context=image)
             return forward_lowmem(net, xt, mu, 50, text, image, tile=tile)
 
-    base = _current_rss_mb()
+    base = current_rss_mb()
     times, cpu = [], []
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -83,7 +72,7 @@ def run_case(kind: str, size: int, mode: str, tile: int, repeats: int) -> dict:
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         del out
-    peak = _rss_mb()
+    peak = peak_rss_mb()
     return {"config": kind, "size": size, "mode": mode, "tile": tile if mode == "lowmem" else None,
             "base_rss_mb": round(base, 1), "peak_rss_mb": round(peak, 1), "peak_minus_base_mb": round(peak - base, 1),
             "seconds": [round(t, 3) for t in times], "seconds_min": round(min(times), 3),
@@ -105,12 +94,7 @@ def run_diff(kind: str, size: int, tile: int) -> dict:
 
 
 def _child(args: list[str], threads: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--threads", str(threads), *args]
-    res = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
-    if res.returncode != 0:
-        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"rc {res.returncode}"}
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return run_child([str(Path(__file__).resolve()), "--threads", str(threads), *args], threads, check=False)
 
 
 def main(argv: list[str] | None = None) -> int:

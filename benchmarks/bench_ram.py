@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import peak_rss_mb, run_child, sync
 
 HERE = Path(__file__).resolve().parent
 KEYS = HERE.parent / "tests" / "fixtures" / "ram"
@@ -55,17 +55,6 @@ def _random_sd(key_list: Path, dtype, seed: int) -> dict:
     return out
 
 
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _sync(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def case_tag(batch: int, repeats: int, device: str) -> dict:
     import torch
     from aware_restore.core.ram import build_tagger
@@ -79,14 +68,14 @@ def case_tag(batch: int, repeats: int, device: str) -> dict:
     model.tag(images)  # warm-up
     times = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         t = time.perf_counter()
         tags = model.tag(images)
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t)
     assert len(tags) == batch
     res = {"case": f"tag_b{batch}", "batch": batch, "dtype": str(dtype).removeprefix("torch."),
-           "seconds_per_image": min(times) / batch, "peak_rss_mib": _peak_mib()}
+           "seconds_per_image": min(times) / batch, "peak_rss_mib": peak_rss_mb()}
     if device == "cuda":
         res["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
     return res
@@ -100,7 +89,7 @@ def case_load(ram: str, dape: str | None) -> dict:
     model = load_tagger(ram, dape or None, dtype=torch.float32)
     seconds = time.perf_counter() - t
     return {"case": "load_" + Path(ram).suffix.lstrip("."), "file": Path(ram).name,
-            "file_mib": Path(ram).stat().st_size / 2 ** 20, "seconds": seconds, "peak_rss_mib": _peak_mib(),
+            "file_mib": Path(ram).stat().st_size / 2 ** 20, "seconds": seconds, "peak_rss_mib": peak_rss_mb(),
             "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
 
 
@@ -117,7 +106,7 @@ def case_write(folder: str) -> dict:
     del sd
     t = time.perf_counter()
     convert(folder_p / "ram_swin_large_14m.pth", folder_p / "ram_dape.safetensors", dape=folder_p / "DAPE.pth")
-    return {"case": "convert", "seconds": time.perf_counter() - t, "peak_rss_mib": _peak_mib(),
+    return {"case": "convert", "seconds": time.perf_counter() - t, "peak_rss_mib": peak_rss_mb(),
             "output_mib": (folder_p / "ram_dape.safetensors").stat().st_size / 2 ** 20}
 
 
@@ -167,9 +156,7 @@ def case_official(checkout: str, rounds: int) -> dict:
 
 
 def _sub(args: list[str], threads: int, device: str) -> dict:
-    cmd = [sys.executable, __file__, "--threads", str(threads), "--device", device, "--case", *args]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return run_child([__file__, "--threads", str(threads), "--device", device, "--case", *args])
 
 
 def main(argv: list[str]) -> int:

@@ -30,19 +30,16 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _common import peak_rss_mb
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "seesr.json"
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def _comfy_init():
@@ -90,7 +87,7 @@ def case_step_native(kit: Path, latent: int, steps: int) -> dict:
     seesr = native.load_native(kit / "seesr", "fp32")
     per = _native_sample(model, seesr, _inputs((latent, latent), 1024), steps)
     return {"case": "step_native", "latent": latent, "steps": steps, "seconds_per_step": min(per[1:] or per),
-            "seconds_first_step": per[0], "peak_rss_mb": _rss_mb()}
+            "seconds_first_step": per[0], "peak_rss_mb": peak_rss_mb()}
 
 
 def case_step_diffusers(kit: Path, latent: int, steps: int) -> dict:
@@ -106,7 +103,7 @@ def case_step_diffusers(kit: Path, latent: int, steps: int) -> dict:
            progress=lambda d, t: stamps.append(time.perf_counter()))
     per = [b - a for a, b in itertools.pairwise(stamps)]
     return {"case": "step_diffusers", "latent": latent, "steps": steps, "seconds_per_step": min(per[1:] or per),
-            "seconds_first_step": per[0], "peak_rss_mb": _rss_mb()}
+            "seconds_first_step": per[0], "peak_rss_mb": peak_rss_mb()}
 
 
 def _tiny_models(folder: Path, seed: int = 0) -> dict:
@@ -157,13 +154,13 @@ def case_x4_native(out_px: int, tile: int, overlap: int) -> dict:
         seesr = native.load_native(Path(tmp), "fp32")
     latent = out_px // 8
     inp = _inputs((latent, latent), 64)
-    before = _rss_mb()
+    before = peak_rss_mb()
     t0 = time.perf_counter()
     _native_sample(model, seesr, inp, 1, tile, overlap)
     n = len(native.latent_grid(latent, latent, tile, overlap))
     return {"case": f"x4_native_{out_px}", "output": out_px, "latent": latent, "tile": tile, "overlap": overlap,
             "tiles": n, "seconds": time.perf_counter() - t0, "rss_before_sampling_mb": before,
-            "peak_rss_mb": _rss_mb(), "models": "tiny random models (scaling curve only)"}
+            "peak_rss_mb": peak_rss_mb(), "models": "tiny random models (scaling curve only)"}
 
 
 def case_step_real_size(latent: int, steps: int) -> dict:
@@ -192,7 +189,7 @@ def case_step_real_size(latent: int, steps: int) -> dict:
            opts=SamplerOptions(steps=steps, tile_size=None), progress=lambda d, t: stamps.append(time.perf_counter()))
     per = [b - a for a, b in itertools.pairwise(stamps)]
     return {"case": "step_real_size", "latent": latent, "steps": steps, "seconds_per_step": min(per[1:] or per),
-            "params_m": sum(p.numel() for m in models for p in m.parameters()) / 1e6, "peak_rss_mb": _rss_mb()}
+            "params_m": sum(p.numel() for m in models for p in m.parameters()) / 1e6, "peak_rss_mb": peak_rss_mb()}
 
 
 def _child(a: argparse.Namespace) -> None:

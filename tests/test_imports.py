@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "core"
@@ -141,5 +140,6 @@ sys.exit(1 if failed else 0)
 def test_every_core_module_imports_on_its_own():
     """Each module imported first, in a fresh state of the pack (third-party modules stay loaded; one process)."""
     names = [f"{PACK}.{m}" for m in core_modules()]
-    r = subprocess.run([sys.executable, "-c", _ISOLATED, *names], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-c", _ISOLATED, *names], capture_output=True, text=True, timeout=600,
+                       check=False)
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
