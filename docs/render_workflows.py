@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import json
 import logging
@@ -83,15 +82,10 @@ IMAGES_READY_JS = """() => window.app.graph._nodes.every(n => !n.imgs || n.imgs.
 
 
 # ------------------------------------------------------------------------------------------------ set-up
-def _kit():
-    """The tiny-model kit (``tests/kit``) as the package ``kit``, which is how its modules import each other."""
-    if "kit" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("kit", ROOT / "tests" / "kit" / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT / "tests" / "kit")])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["kit"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["kit"]
+def _write_models(models: Path) -> None:
+    """The tiny-model kit (``tests/kit``, a package run from ``tests/``) writes its models into ``models``."""
+    subprocess.run([sys.executable, "-m", "kit", str(models)], cwd=ROOT / "tests", check=True,
+                   stdout=subprocess.DEVNULL)
 
 
 def _sample_images(folder: Path) -> None:
@@ -124,7 +118,7 @@ def _prepare(base: Path, models: bool = True) -> Path:
     custom.mkdir()
     (custom / PACK_DIR).symlink_to(ROOT, target_is_directory=True)
     if models:
-        _kit().build_models_tree(base / "models")
+        _write_models(base / "models")
     for d in ("input", "output", "temp", "user/default", *(f"models/{f}" for f in FOLDERS)):
         (base / d).mkdir(parents=True, exist_ok=True)
     _sample_images(base / "input")

@@ -143,3 +143,19 @@ def test_every_core_module_imports_on_its_own():
     r = subprocess.run([sys.executable, "-c", _ISOLATED, *names], capture_output=True, text=True, timeout=600,
                        check=False)
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+
+
+def test_the_kit_is_a_package_that_docs_run_without_import_tricks():
+    """tests/kit imports its own modules relatively (so it is a package under any name), and the docs run it as
+    ``python -m kit`` from tests/ instead of planting it in sys.modules."""
+    kit = ROOT / "tests" / "kit"
+    for path in kit.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            assert not [n for n in names if n == "kit" or n.startswith("kit.")], f"{path.name}: absolute kit import"
+        assert 'import_module(f"kit.' not in path.read_text(), path.name
+    render = (ROOT / "docs" / "render_workflows.py").read_text()
+    assert "sys.modules" not in render and "sys.path" not in render and '"-m", "kit"' in render
+    r = subprocess.run([sys.executable, "-m", "kit"], cwd=kit.parent, capture_output=True, text=True, check=False)
+    assert r.returncode == 2 and "usage: python -m kit MODELS_ROOT" in r.stderr
