@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .common import add_device_options, apply_threads, image_command, log_steps
+
 log = logging.getLogger(__name__)
 
 
@@ -19,14 +21,11 @@ def _find(folder: str, patterns: tuple[str, ...], models_dir: list[str], what: s
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    import torch
-
     from ..core.daclip import load_daclip
     from ..core.image import load_image, save_image
     from ..core.irsde import load_irsde, restore
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     models_dir = list(getattr(args, "models_dir", []) or [])
     model_path = Path(args.model) if args.model else _find(
         "irsde", ("*universal-ir*", "*wild-ir*", "*"), models_dir, "IR-SDE model (universal-ir.pth / wild-ir.pth)")
@@ -40,21 +39,16 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     image = load_image(args.image, keep_alpha=True).to(args.device)
     log.info("restoring %s with %s (%s-ir) and %s", args.image, model_path.name, network.variant, daclip_path.name)
 
-    def progress(done: int, total: int) -> None:
-        if done % 10 == 0 or done == total:
-            log.info("step %d/%d", done, total)
-
     out = restore(network, daclip, image, steps=args.steps, sampler=args.sampler, seed=args.seed,
-                  tile=args.tile or None, tile_overlap=args.overlap, tile_mode=args.tile_mode, progress=progress)
+                  tile=args.tile or None, tile_overlap=args.overlap, tile_mode=args.tile_mode, progress=log_steps())
     path = save_image(out[0].cpu(), args.out)
     sys.stdout.write(f"{path}\n")
     return 0
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("restore", help="universal restoration (DA-CLIP + IR-SDE) of one image")
-    p.add_argument("image", help="degraded input image")
-    p.add_argument("--out", required=True, help="output image path (same size as the input)")
+    p = image_command(subparsers, "restore", "universal restoration (DA-CLIP + IR-SDE) of one image",
+                      "degraded input image", "output image path (same size as the input)")
     p.add_argument("--model", default=None,
                    help="IR-SDE network, universal-ir.pth or wild-ir.pth (default: first found in models/irsde)")
     p.add_argument("--daclip", default=None,
@@ -70,6 +64,5 @@ def register(subparsers) -> None:
     p.add_argument("--tile-mode", choices=["exact", "tiles"], default="exact",
                    help="exact: low-memory evaluation with the whole-image result (default); tiles: the network on "
                         "overlapping tiles (approximate)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    add_device_options(p)
     p.set_defaults(func=_cmd_restore)

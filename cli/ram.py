@@ -9,6 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .common import add_device_options, apply_threads
+
 log = logging.getLogger(__name__)
 
 
@@ -34,13 +36,10 @@ def resolve_files(args: argparse.Namespace) -> tuple[Path, Path | None]:
 
 
 def _cmd_tag(args: argparse.Namespace) -> int:
-    import torch
-
     from ..core.image import load_image
     from ..core.ram.load import load_tagger
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     ram, dape = resolve_files(args)
     tagger = load_tagger(ram, dape, device=args.device)  # a DAPE given for an already-merged file is skipped
     results = []
@@ -83,8 +82,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-tags", type=int, default=None, help="keep at most N tags per image (most probable)")
     p.add_argument("--no-antialias", action="store_true",
                    help="resize without antialiasing, as SeeSR's pinned torchvision 0.15 did")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    add_device_options(p)
     p.set_defaults(func=_cmd_tag)
 
     c = subparsers.add_parser("tag-convert", help="RAM checkpoint (+ DAPE LoRA merged) -> inference-only "

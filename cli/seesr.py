@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .common import add_device_options, apply_threads, image_command, log_steps
+
 log = logging.getLogger(__name__)
 
 
@@ -41,8 +43,7 @@ def _cmd_seesr(args: argparse.Namespace) -> int:
     from ..core.seesr import SamplerOptions, UpscaleOptions, load_seesr, upscale
     from ..core.seesr.sd2 import load_sd2
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     device = torch.device(args.device)
     dtype = parse_dtype(args.dtype, "--dtype")
     if device.type == "cpu" and dtype != torch.float32:
@@ -56,10 +57,6 @@ def _cmd_seesr(args: argparse.Namespace) -> int:
     tagger = load_tagger(ram, dape).to(device)
     image = load_image(args.image)
 
-    def progress(done: int, total: int) -> None:
-        if done % 10 == 0 or done == total:
-            log.info("step %d/%d", done, total)
-
     opts = UpscaleOptions(upscale=args.upscale, process_size=args.process_size, user_prompt=args.prompt,
                           color_fix=args.color_fix,
                           sampler=SamplerOptions(steps=args.steps, cfg=args.cfg, control_scale=args.control_scale,
@@ -67,7 +64,7 @@ def _cmd_seesr(args: argparse.Namespace) -> int:
                                                  tile_size=args.tile or None, tile_overlap=args.overlap))
     out = upscale(image, unet, controlnet, encode_text=sd2.encode_text, vae_encode=sd2.vae_encode,
                   vae_decode=sd2.vae_decode, dape=lambda x: tagger.run(x.to(device)), seed=args.seed,
-                  options=opts, progress=progress)
+                  options=opts, progress=log_steps())
     path = save_image(out[0], args.out)
     sys.stdout.write(f"{path}\n")
     return 0
@@ -77,9 +74,8 @@ def register(subparsers) -> None:
     from ..core.seesr.schedule import SCHEDULER_NAMES
     from ..core.seesr.tiles import DEFAULT_OVERLAP, DEFAULT_TILE
 
-    p = subparsers.add_parser("seesr", help="SeeSR real-world super-resolution (x4) of one image")
-    p.add_argument("image", help="input (low-resolution) image")
-    p.add_argument("--out", required=True, help="output image path")
+    p = image_command(subparsers, "seesr", "SeeSR real-world super-resolution (x4) of one image",
+                      "input (low-resolution) image", "output image path")
     p.add_argument("--sd2", required=True,
                    help="SD-2-base: diffusers folder (vae/, text_encoder/) or single-file checkpoint "
                         "(512-base-ema.safetensors / .ckpt), read offline")
@@ -98,7 +94,6 @@ def register(subparsers) -> None:
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="latent tile size (0 = no tiling)")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="latent tile overlap")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
-    p.add_argument("--threads", type=int, default=0)
+    add_device_options(p)
     p.set_defaults(func=_cmd_seesr)

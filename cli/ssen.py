@@ -6,18 +6,17 @@ import argparse
 import logging
 import sys
 
+from .common import add_device_options, apply_threads, image_command
+
 log = logging.getLogger(__name__)
 
 
 def _cmd_ssen(args: argparse.Namespace) -> int:
-    import torch
-
     from ..core.image import load_image, save_image
     from ..core.ssen.infer import offset_map, super_resolve
     from ..core.ssen.loader import load_ssen
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     model = load_ssen(args.model).to(args.device)
     lr = load_image(args.image)
     ref = load_image(args.ref) if args.ref else None
@@ -63,16 +62,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("ssen", help="×4 reference-based super-resolution with SSEN (shipped model by default)")
-    p.add_argument("image", help="low-resolution input image")
+    p = image_command(subparsers, "ssen", "×4 reference-based super-resolution with SSEN (shipped model by default)",
+                      "low-resolution input image", "output image path (4× the input size)")
     p.add_argument("--ref", default=None, help="reference image, any size (default: self-similarity mode)")
-    p.add_argument("--out", required=True, help="output image path (4× the input size)")
     p.add_argument("--model", default=None, help="SSEN .safetensors / .pth (default: the shipped small model)")
     p.add_argument("--tile", type=int, default=0, help="tile side in input pixels (0: whole image)")
     p.add_argument("--overlap", type=int, default=16, help="tile overlap in input pixels")
     p.add_argument("--offsets", default=None, help="also write the offset visualisation here")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    add_device_options(p)
     p.set_defaults(func=_cmd_ssen)
 
     t = subparsers.add_parser("train-ssen", help="train an SSEN model (resumes from OUT_DIR/last.pt)")

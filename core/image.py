@@ -23,21 +23,27 @@ from .errors import ImageInputError, InputError
 PIL_BICUBIC_TOLERANCE = 2.0 / 255.0
 
 
-__all__ = ["ImageInputError", "check_finite", "checked_inputs", "crop", "from_comfy", "load_image", "match_batch", "merge_alpha",
-           "pad_to_multiple", "resize", "save_image", "split_alpha", "to_comfy"]
+__all__ = ["ImageInputError", "check_finite", "checked_inputs", "crop", "from_comfy", "load_image", "match_batch",
+           "merge_alpha", "pad_to_multiple", "resize", "save_image", "split_alpha", "to_comfy"]
+
+
+def _batch(x: torch.Tensor, what: str, layout: str) -> torch.Tensor:
+    """``x`` as a non-empty 4-D batch (a single 3-D image gets a batch axis), else an :class:`ImageInputError`."""
+    if not isinstance(x, torch.Tensor):
+        raise ImageInputError(f"expected {what} tensor, got {type(x).__name__} (a {layout} batch)")
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4:
+        raise ImageInputError(f"expected {what} batch {layout}, got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ImageInputError("the image batch is empty")
+    return x
 
 
 def split_alpha(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``[B,C,H,W]`` with C in 1..4 → (RGB ``[B,3,H,W]``, alpha ``[B,1,H,W]`` or None).
     Grayscale (C=1, or C=2 gray+alpha) is repeated to RGB."""
-    if not isinstance(x, torch.Tensor):
-        raise ImageInputError(f"expected an image tensor [B,3,H,W], got {type(x).__name__}")
-    if x.ndim == 3:
-        x = x.unsqueeze(0)
-    if x.ndim != 4:
-        raise ImageInputError(f"expected an image batch [B,C,H,W], got shape {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise ImageInputError("the image batch is empty")
+    x = _batch(x, "an image", "[B,C,H,W]")
     c = x.shape[1]
     if c == 1:
         return x.expand(-1, 3, -1, -1).contiguous(), None
@@ -62,14 +68,7 @@ def merge_alpha(rgb: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
 
 def from_comfy(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """ComfyUI IMAGE ``[B,H,W,C]`` (or ``[H,W,C]``) → (``[B,3,H,W]`` float32 RGB, alpha or None)."""
-    if not isinstance(image, torch.Tensor):
-        raise ImageInputError(f"expected an IMAGE tensor, got {type(image).__name__}")
-    if image.ndim == 3:
-        image = image.unsqueeze(0)
-    if image.ndim != 4:
-        raise ImageInputError(f"expected an IMAGE batch [B,H,W,C], got shape {tuple(image.shape)}")
-    if image.shape[0] == 0:
-        raise ImageInputError("the image batch is empty")
+    image = _batch(image, "an IMAGE", "[B,H,W,C]")
     if not 1 <= image.shape[-1] <= 4:
         hint = (" It looks channels-first [B,C,H,W]; ComfyUI IMAGE tensors are channels-last: permute(0, 2, 3, 1)."
                 if 1 <= image.shape[1] <= 4 else "")

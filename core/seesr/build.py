@@ -24,19 +24,19 @@ def stock_config(config: Mapping[str, Any], cls: type, what: str) -> dict[str, A
     return {k: v for k, v in config.items() if k != "use_image_cross_attention" and not k.startswith("_")}
 
 
+def _build(cls: type, config: Mapping[str, Any], what: str, device: str | torch.device | None):
+    cfg = stock_config(config, cls, what)
+    with torch.device(device or "cpu"):
+        model = cls.from_config(cfg)
+    attach_rca(model)
+    return model
+
+
 def build_unet(config: Mapping[str, Any], device: str | torch.device | None = "meta") -> UNet2DConditionModel:
     """Stock UNet2DConditionModel from a SeeSR UNet config, with RCA attached (random init, or meta)."""
-    cfg = stock_config(config, UNet2DConditionModel, "UNet")
-    with torch.device(device or "cpu"):
-        unet = UNet2DConditionModel.from_config(cfg)
-    attach_rca(unet)
-    return unet
+    return _build(UNet2DConditionModel, config, "UNet", device)
 
 
 def build_controlnet(config: Mapping[str, Any], device: str | torch.device | None = "meta") -> ControlNetModel:
     """Stock ControlNetModel from a SeeSR ControlNet config, with RCA attached."""
-    cfg = stock_config(config, ControlNetModel, "ControlNet")
-    with torch.device(device or "cpu"):
-        cn = ControlNetModel.from_config(cfg)
-    attach_rca(cn)
-    return cn
+    return _build(ControlNetModel, config, "ControlNet", device)
