@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,15 @@ def apply_threads(args: argparse.Namespace) -> None:
         import torch  # the CLI imports torch only when a command runs (fast --help)
 
         torch.set_num_threads(args.threads)
+
+
+def write_image(image, path: str) -> int:
+    """Save ``image`` ``[3,H,W]`` (or ``[1,3,H,W]``) to ``path``, print where it went, and return exit code 0."""
+    from ..core.image import save_image
+
+    out = save_image(image[0] if image.ndim == 4 else image, path)
+    sys.stdout.write(f"{out}\n")
+    return 0
 
 
 def log_steps(what: str = "step", every: int = 10, level: int = logging.INFO) -> Callable[[int, int], None]:

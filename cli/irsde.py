@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from .common import add_device_options, apply_threads, image_command, log_steps
+from .common import add_device_options, apply_threads, image_command, log_steps, write_image
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +21,7 @@ def _find(folder: str, patterns: tuple[str, ...], models_dir: list[str], what: s
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     from ..core.daclip import load_daclip
-    from ..core.image import load_image, save_image
+    from ..core.image import load_image
     from ..core.irsde import load_irsde, restore
 
     apply_threads(args)
@@ -41,9 +40,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
     out = restore(network, daclip, image, steps=args.steps, sampler=args.sampler, seed=args.seed,
                   tile=args.tile or None, tile_overlap=args.overlap, tile_mode=args.tile_mode, progress=log_steps())
-    path = save_image(out[0].cpu(), args.out)
-    sys.stdout.write(f"{path}\n")
-    return 0
+    return write_image(out.cpu(), args.out)
 
 
 def register(subparsers) -> None:

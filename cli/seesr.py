@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from .common import add_device_options, apply_threads, image_command, log_steps
+from .common import add_device_options, apply_threads, image_command, log_steps, write_image
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ def _cmd_seesr(args: argparse.Namespace) -> int:
     import torch
 
     from ..core.dtypes import parse_dtype
-    from ..core.image import load_image, save_image
+    from ..core.image import load_image
     from ..core.ram import load_tagger
     from ..core.seesr import SamplerOptions, UpscaleOptions, load_seesr, upscale
     from ..core.seesr.sd2 import load_sd2
@@ -65,9 +64,7 @@ def _cmd_seesr(args: argparse.Namespace) -> int:
     out = upscale(image, unet, controlnet, encode_text=sd2.encode_text, vae_encode=sd2.vae_encode,
                   vae_decode=sd2.vae_decode, dape=lambda x: tagger.run(x.to(device)), seed=args.seed,
                   options=opts, progress=log_steps())
-    path = save_image(out[0], args.out)
-    sys.stdout.write(f"{path}\n")
-    return 0
+    return write_image(out, args.out)
 
 
 def register(subparsers) -> None:

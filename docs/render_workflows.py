@@ -170,11 +170,16 @@ def comfyui(comfy_dir: Path, base: Path, timeout: float = 300, models: bool = Tr
             raise RuntimeError("the pack did not load:\n" + log_path.read_text()[-4000:])
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen, grace: float = 20) -> None:
+    """Ask ComfyUI to exit; kill it if it still runs ``grace`` seconds later."""
+    proc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    if proc.poll() is None:
+        proc.kill()
 
 
 # ------------------------------------------------------------------------------------------------ rendering

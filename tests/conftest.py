@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 TESTS = Path(__file__).resolve().parent
@@ -37,6 +38,11 @@ def make_test_image(h: int, w: int, seed: int = 0, channels: int = 3) -> np.ndar
         alpha[:, : w // 4] = 0
         img = np.concatenate([img, alpha], -1)
     return img
+
+
+def random_image(b: int, h: int, w: int, c: int = 3, seed: int = 0) -> torch.Tensor:
+    """A seeded ComfyUI IMAGE batch ``[B,H,W,C]`` of uniform noise."""
+    return torch.rand(b, h, w, c, generator=torch.Generator().manual_seed(seed))
 
 
 INPUT_IMAGES = {
@@ -90,6 +96,12 @@ def comfy_env(tmp_path_factory) -> ComfyEnv:
     runner = Runner([*core_nodes(), *pack])
     return ComfyEnv(base, models, inp, Path(folder_paths.get_output_directory()), families,
                     {c.GET_SCHEMA().node_id: c for c in pack}, runner)
+
+
+@pytest.fixture()
+def nodes(comfy_env, request) -> dict:
+    """The node classes named by the test module's ``IDS``."""
+    return {i: comfy_env.node_classes[i] for i in request.module.IDS}
 
 
 @pytest.fixture(autouse=True)

@@ -20,18 +20,9 @@ from aware_restore.core.daclip import (
     load_daclip,
 )
 from aware_restore.core.registry import WrongModelError
-from conftest import FIXTURES, WORKFLOWS
+from conftest import FIXTURES, WORKFLOWS, random_image
 
 IDS = ("DACLIPLoader", "DACLIPEncode", "DACLIPClassifyDegradation", "DACLIPDegradationFromText")
-
-
-def _image(b: int, h: int, w: int, c: int = 3, seed: int = 0) -> torch.Tensor:
-    return torch.rand(b, h, w, c, generator=torch.Generator().manual_seed(seed))
-
-
-@pytest.fixture()
-def nodes(comfy_env):
-    return {i: comfy_env.node_classes[i] for i in IDS}
 
 
 @pytest.fixture()
@@ -67,7 +58,7 @@ def test_loader_gives_patcher_payload_and_loads_through_comfy(nodes, tiny):
     assert isinstance(tiny, ModelPayload) and tiny.arch == "daclip"
     assert tiny.config.embed_dim == 32 and tiny.name == "daclip_ViT-B-32.pt"
     mm.loaded_calls.clear()
-    nodes["DACLIPEncode"].execute(tiny, _image(1, 20, 30))
+    nodes["DACLIPEncode"].execute(tiny, random_image(1, 20, 30))
     assert mm.loaded_calls and mm.loaded_calls[-1]["models"] == [tiny.patcher]
     assert mm.loaded_calls[-1]["memory_required"] > 0
     sft = nodes["DACLIPLoader"].execute("daclip_tiny.safetensors", "fp32").args[0]
@@ -76,7 +67,7 @@ def test_loader_gives_patcher_payload_and_loads_through_comfy(nodes, tiny):
 
 
 def test_encode_keeps_batch_and_matches_library(nodes, tiny, reference_model):
-    img = _image(3, 40, 70)
+    img = random_image(3, 40, 70)
     comfy.utils.updates.clear()
     embeds = nodes["DACLIPEncode"].execute(tiny, img).args[0]
     assert isinstance(embeds, DaclipEmbeds) and embeds.clean.shape == (3, 32) and len(embeds) == 3
@@ -88,19 +79,19 @@ def test_encode_keeps_batch_and_matches_library(nodes, tiny, reference_model):
 
 
 def test_encode_handles_rgba_gray_and_tiny_images(nodes, tiny):
-    rgb = _image(1, 33, 47)
+    rgb = random_image(1, 33, 47)
     rgba = torch.cat([rgb, torch.zeros(1, 33, 47, 1)], -1)
     a = nodes["DACLIPEncode"].execute(tiny, rgb).args[0]
     b = nodes["DACLIPEncode"].execute(tiny, rgba).args[0]
     assert torch.equal(a.clean, b.clean)
-    gray = nodes["DACLIPEncode"].execute(tiny, _image(2, 16, 16, c=1)).args[0]
+    gray = nodes["DACLIPEncode"].execute(tiny, random_image(2, 16, 16, c=1)).args[0]
     assert gray.clean.shape == (2, 32)
-    one = nodes["DACLIPEncode"].execute(tiny, _image(1, 1, 1)).args[0]
+    one = nodes["DACLIPEncode"].execute(tiny, random_image(1, 1, 1)).args[0]
     assert torch.isfinite(one.clean).all()
 
 
 def test_classify_outputs_table_and_top_k(nodes, tiny, reference_model):
-    img = _image(2, 48, 64, seed=3)
+    img = random_image(2, 48, 64, seed=3)
     out = nodes["DACLIPClassifyDegradation"].execute(tiny, img, "\n".join(DEGRADATIONS), 3)
     lines, top_p, table = out.args
     probs = classify(reference_model, img.movedim(-1, 1))
@@ -119,16 +110,16 @@ def test_classify_outputs_table_and_top_k(nodes, tiny, reference_model):
 
 
 def test_classify_with_user_labels(nodes, tiny):
-    out = nodes["DACLIPClassifyDegradation"].execute(tiny, _image(1, 32, 32), "a rainy photo\n\nfoggy\n", 5)
+    out = nodes["DACLIPClassifyDegradation"].execute(tiny, random_image(1, 32, 32), "a rainy photo\n\nfoggy\n", 5)
     lines, top_p, table = out.args
     assert set(lines.split(", ")) == {"a rainy photo", "foggy"}  # top_k clipped to the number of labels
     assert len(table.splitlines()) == 3 and 0.5 <= top_p[0] <= 1
     with pytest.raises(ValueError, match="no degradation labels"):
-        nodes["DACLIPClassifyDegradation"].execute(tiny, _image(1, 32, 32), "  \n", 1)
+        nodes["DACLIPClassifyDegradation"].execute(tiny, random_image(1, 32, 32), "  \n", 1)
 
 
 def test_degradation_from_text_overrides_degradation_only(nodes, tiny, reference_model):
-    img = _image(2, 40, 50, seed=4)
+    img = random_image(2, 40, 50, seed=4)
     plain = nodes["DACLIPEncode"].execute(tiny, img).args[0]
     node = nodes["DACLIPDegradationFromText"]
     emb = node.execute(tiny, img, "hazy", "", True).args[0]
@@ -147,7 +138,7 @@ def test_degradation_from_text_overrides_degradation_only(nodes, tiny, reference
 
 def test_wrong_inputs_give_clear_errors(nodes, tiny, comfy_env):
     with pytest.raises(TypeError, match="Load DA-CLIP Model"):
-        nodes["DACLIPEncode"].execute("not a model", _image(1, 8, 8))
+        nodes["DACLIPEncode"].execute("not a model", random_image(1, 8, 8))
     bad = comfy_env.models_dir / "daclip" / "universal-ir.safetensors"
     from safetensors.torch import save_file
 
@@ -167,7 +158,7 @@ def test_wrong_inputs_give_clear_errors(nodes, tiny, comfy_env):
 def test_interrupt_stops_encoding(nodes, tiny):
     mm.interrupt_current_processing(True)
     with pytest.raises(mm.InterruptProcessingException):
-        nodes["DACLIPEncode"].execute(tiny, _image(2, 16, 16))
+        nodes["DACLIPEncode"].execute(tiny, random_image(2, 16, 16))
 
 
 def test_classify_workflow_runs(comfy_env, reference_model):

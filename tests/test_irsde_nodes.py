@@ -14,20 +14,11 @@ from aware_restore.core.checkpoint import save_safetensors
 from aware_restore.core.daclip import DaclipEmbeds
 from aware_restore.core.irsde import ContextMismatchError
 from aware_restore.core.registry import WrongModelError
-from conftest import WORKFLOWS
+from conftest import WORKFLOWS, random_image
 from PIL import Image
 
 IDS = ("IRSDELoader", "DACLIPRestore", "DACLIPLoader")
 TINY_DACLIP = "daclip_tiny.safetensors"
-
-
-def _image(b: int, h: int, w: int, c: int = 3, seed: int = 0) -> torch.Tensor:
-    return torch.rand(b, h, w, c, generator=torch.Generator().manual_seed(seed))
-
-
-@pytest.fixture()
-def nodes(comfy_env):
-    return {i: comfy_env.node_classes[i] for i in IDS}
 
 
 @pytest.fixture()
@@ -65,7 +56,7 @@ def test_loader_wrong_file_names_irsde_and_folder(nodes, comfy_env):
 
 def test_restore_with_daclip_model_batch_safe_with_progress(nodes, universal, daclip):
     restore = nodes["DACLIPRestore"]
-    img = _image(2, 12, 20)
+    img = random_image(2, 12, 20)
     comfy.utils.updates.clear()
     out = restore.execute(universal, img, daclip_model=daclip, seed=11, tile=0).args[0]
     assert out.shape == img.shape and 0 <= float(out.min()) and float(out.max()) <= 1
@@ -79,7 +70,7 @@ def test_restore_with_embeds_alpha_and_errors(nodes, universal):
     restore = nodes["DACLIPRestore"]
     g = torch.Generator().manual_seed(3)
     emb = DaclipEmbeds(torch.randn(1, 32, generator=g), torch.randn(1, 32, generator=g))
-    rgba = _image(1, 10, 14, c=4)
+    rgba = random_image(1, 10, 14, c=4)
     out = restore.execute(universal, rgba, daclip_embeds=emb, seed=1, sampler="sde", tile=0).args[0]
     assert out.shape == (1, 10, 14, 4) and torch.equal(out[..., 3], rgba[..., 3])
     with pytest.raises(ValueError, match="daclip_model.*daclip_embeds"):
@@ -95,7 +86,7 @@ def test_restore_interrupts(nodes, universal):
     emb = DaclipEmbeds(torch.zeros(1, 32), torch.zeros(1, 32))
     mm.interrupt_current_processing(True)
     with pytest.raises(mm.InterruptProcessingException):
-        nodes["DACLIPRestore"].execute(universal, _image(1, 8, 8), daclip_embeds=emb)
+        nodes["DACLIPRestore"].execute(universal, random_image(1, 8, 8), daclip_embeds=emb)
 
 
 def test_workflow_classify_then_restore(comfy_env):

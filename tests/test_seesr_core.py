@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
+from aware_restore.core.arch import strict_load
 from aware_restore.core.checkpoint import meta_state_dict_from_key_list
+from aware_restore.core.errors import MissingImageStatesError, ModelLoadError
 from aware_restore.core.seesr import (
     SamplerOptions,
     build_controlnet,
@@ -22,14 +23,13 @@ from aware_restore.core.seesr import (
     rca_of,
     tile_origins,
 )
-from aware_restore.core.arch import strict_load
-from aware_restore.core.errors import MissingImageStatesError, ModelLoadError
 from aware_restore.core.seesr.sampler import Conditioning
 from aware_restore.core.seesr.schedule import sd2_scheduler_config
+from conftest import FIXTURES, ROOT
 from safetensors.torch import load_file, save_file
 
-FIX = Path(__file__).parent / "fixtures" / "seesr"
-DATA = Path(__file__).parents[1] / "core" / "seesr" / "data"
+FIX = FIXTURES / "seesr"
+DATA = ROOT / "core" / "seesr" / "data"
 
 
 @pytest.fixture(scope="module")

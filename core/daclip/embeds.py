@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from ..errors import InputError
+from ..payloads import PerImage
 
 
 @dataclass(frozen=True)
-class DaclipEmbeds:
+class DaclipEmbeds(PerImage):
     """Per-image DA-CLIP embeddings (unnormalised, as the official ``encode_image`` returns them).
 
     ``clean``: the controlled main-tower image features ``[B, D]``; ``degradation``: the controller's pooled
     features (or a text embedding chosen by the user) ``[B, D]``. ``B`` may be 1 for "same for every image".
+    ``len``, ``select(i)`` (``[1, D]``) and ``to(...)`` come from :class:`..payloads.PerImage`.
     """
 
     clean: torch.Tensor
@@ -34,19 +35,3 @@ class DaclipEmbeds:
     @property
     def dim(self) -> int:
         return int(self.clean.shape[1])
-
-    def __len__(self) -> int:
-        return int(self.clean.shape[0])
-
-    def to(self, *args: Any, **kwargs: Any) -> DaclipEmbeds:
-        """Move/cast both tensors (same arguments as ``torch.Tensor.to``)."""
-        return DaclipEmbeds(self.clean.to(*args, **kwargs), self.degradation.to(*args, **kwargs))
-
-    def select(self, i: int | slice) -> DaclipEmbeds:
-        """The embeddings of image ``i`` (kept 2-D: ``[1, D]``), or of a slice of the batch."""
-        if isinstance(i, slice):
-            return DaclipEmbeds(self.clean[i], self.degradation[i])
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"DaclipEmbeds: index {i} out of range for {n} image(s)")
-        return DaclipEmbeds(self.clean[i:i + 1], self.degradation[i:i + 1])

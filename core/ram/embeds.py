@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from ..errors import InputError
+from ..payloads import PerImage
 
 
 @dataclass(frozen=True)
-class DapeEmbeds:
+class DapeEmbeds(PerImage):
     """Per-image RAM/DAPE representation embeddings ``[B, 145, 512]``.
 
     Token 0 is ``image_proj`` of the average-pooled Swin token, tokens 1..144 are ``image_proj`` of the 12×12 Swin
     grid (row-major). With DAPE merged this is what SeeSR's image cross-attention (RCA) layers attend to.
     ``tags`` holds the per-image tag strings computed together with the embeddings (empty when unknown).
+    ``len``, ``select(i)`` (``[1, N, D]`` and its tag) and ``to(...)`` come from :class:`..payloads.PerImage`.
     """
 
     embeds: torch.Tensor
@@ -37,20 +38,3 @@ class DapeEmbeds:
     @property
     def dim(self) -> int:
         return int(self.embeds.shape[2])
-
-    def __len__(self) -> int:
-        return int(self.embeds.shape[0])
-
-    def to(self, *args: Any, **kwargs: Any) -> DapeEmbeds:
-        """Move/cast the embeddings (same arguments as ``torch.Tensor.to``)."""
-        return DapeEmbeds(self.embeds.to(*args, **kwargs), self.tags)
-
-    def select(self, i: int | slice) -> DapeEmbeds:
-        """The embeddings of image ``i`` (kept 3-D: ``[1, N, D]``), or of a slice of the batch."""
-        if isinstance(i, slice):
-            return DapeEmbeds(self.embeds[i], self.tags[i] if self.tags else ())
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"DapeEmbeds: index {i} out of range for {n} image(s)")
-        i = i % n
-        return DapeEmbeds(self.embeds[i:i + 1], (self.tags[i],) if self.tags else ())
