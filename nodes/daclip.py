@@ -32,9 +32,12 @@ def daclip_payload(value: object, batch: int = 1) -> tuple[common.ModelPayload, 
     return payload, payload.descriptor.memory_for(batch)
 
 
-def _module(value: object, batch: int):
-    (module,) = common.load_models(daclip_payload(value, batch))
-    return module
+def _prepare(value: object, image):
+    """What every image node of DA-CLIP starts with: the IMAGE as ``[B,3,H,W]``, the DA-CLIP module loaded for
+    ``B`` images, and a progress callback over them."""
+    rgb, _ = common.image_to_bchw(image)
+    (module,) = common.load_models(daclip_payload(value, rgb.shape[0]))
+    return module, rgb, common.progress_callback(rgb.shape[0])
 
 
 class DACLIPLoader(io.ComfyNode):
@@ -86,9 +89,8 @@ class DACLIPEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, daclip_model, image) -> io.NodeOutput:
-        rgb, _ = common.image_to_bchw(image)
-        module = _module(daclip_model, rgb.shape[0])
-        return io.NodeOutput(encode_images(module, rgb, progress=common.progress_callback(rgb.shape[0])))
+        module, rgb, progress = _prepare(daclip_model, image)
+        return io.NodeOutput(encode_images(module, rgb, progress=progress))
 
 
 class DACLIPClassifyDegradation(io.ComfyNode):
@@ -126,9 +128,8 @@ class DACLIPClassifyDegradation(io.ComfyNode):
 
     @classmethod
     def execute(cls, daclip_model, image, labels=DEFAULT_LABELS, top_k=1) -> io.NodeOutput:
-        rgb, _ = common.image_to_bchw(image)
-        module = _module(daclip_model, rgb.shape[0])
-        r = classify_report(module, rgb, labels, top_k, progress=common.progress_callback(rgb.shape[0]))
+        module, rgb, progress = _prepare(daclip_model, image)
+        r = classify_report(module, rgb, labels, top_k, progress=progress)
         return io.NodeOutput("\n".join(r.top), r.top_probability, r.table, ui=ui.PreviewText(r.table))
 
 
@@ -162,11 +163,9 @@ class DACLIPDegradationFromText(io.ComfyNode):
     @classmethod
     def execute(cls, daclip_model, image, label=DEGRADATIONS[0], custom_label="", match_norm=True
                 ) -> io.NodeOutput:
-        rgb, _ = common.image_to_bchw(image)
-        module = _module(daclip_model, rgb.shape[0])
+        module, rgb, progress = _prepare(daclip_model, image)
         text = (custom_label or "").strip() or label
-        return io.NodeOutput(degradation_from_text(module, rgb, text, match_norm,
-                                                   progress=common.progress_callback(rgb.shape[0])))
+        return io.NodeOutput(degradation_from_text(module, rgb, text, match_norm, progress=progress))
 
 
 NODES = [DACLIPLoader, DACLIPEncode, DACLIPClassifyDegradation, DACLIPDegradationFromText]
