@@ -14,14 +14,10 @@ from .common import add_device_options, apply_threads
 log = logging.getLogger(__name__)
 
 
-# the official file, then converted files (ram_dape_fp16.safetensors); never RAM++ (ram_plus_swin_large_14m.pth)
-RAM_PATTERNS = ("ram_swin_large_14m*", "ram_swin*", "ram*.safetensors")
-DAPE_PATTERNS = ("DAPE*",)
-
-
 def resolve_files(args: argparse.Namespace) -> tuple[Path, Path | None]:
     """RAM and DAPE files from ``--ram`` / ``--dape`` or the 'dape' model folders (also used by ``seesr``)."""
     from ..core.paths import find_model, require_model
+    from ..core.ram.keys import DAPE_PATTERNS, RAM_PATTERNS
 
     ram = Path(args.ram) if args.ram else require_model(
         "dape", RAM_PATTERNS, args.models_dir, "RAM checkpoint (ram_swin_large_14m.pth)",

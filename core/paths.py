@@ -52,17 +52,25 @@ def model_files(folder: str, extra: Iterable[str | os.PathLike] = ()) -> list[Pa
     return found
 
 
+def first_match(names: Sequence[str], patterns: str | Sequence[str]) -> str | None:
+    """The first of ``names`` (file names or relative paths; the file name is matched) for the first of
+    ``patterns`` (globs, case-insensitive, in order of preference) that any name matches, or None. Put the official
+    name first: ``("ram_swin_large_14m*", "ram_swin*")`` never picks ``ram_plus_swin_large_14m.pth`` before the
+    RAM file, as a plain ``ram*`` would."""
+    for pattern in (patterns,) if isinstance(patterns, str) else patterns:
+        for name in names:
+            if fnmatch.fnmatchcase(name.replace(os.sep, "/").rsplit("/", 1)[-1].lower(), pattern.lower()):
+                return name
+    return None
+
+
 def find_model(folder: str, patterns: str | Sequence[str] = "*", extra: Iterable[str | os.PathLike] = ()
                ) -> Path | None:
-    """The model file of ``folder`` for the first of ``patterns`` (globs on the file name, case-insensitive, in
-    order of preference) that any file matches, or None. Put the official name first: ``("ram_swin_large_14m*",
-    "ram_swin*")`` never picks ``ram_plus_swin_large_14m.pth`` before the RAM file."""
-    files = model_files(folder, extra)
-    for pattern in (patterns,) if isinstance(patterns, str) else patterns:
-        for p in files:
-            if fnmatch.fnmatchcase(p.name.lower(), pattern.lower()):
-                return p
-    return None
+    """The model file of ``folder`` chosen by :func:`first_match`, or None (the one model finder of the CLI and
+    library; ComfyUI's loaders pick their default with :func:`first_match` on ComfyUI's file list)."""
+    files = {str(p): p for p in model_files(folder, extra)}
+    found = first_match(list(files), patterns)
+    return None if found is None else files[found]
 
 
 def require_model(folder: str, patterns: str | Sequence[str], extra: Iterable[str | os.PathLike] = (),

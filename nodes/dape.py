@@ -14,8 +14,9 @@ import torch
 from comfy_api.latest import io
 
 from ..core.errors import WrongModelError
+from ..core.paths import first_match
 from ..core.ram import CHUNK, RAM, load_tagger_descriptor, tag_images
-from ..core.ram.keys import DAPE_FILE, RAM_FILE
+from ..core.ram.keys import DAPE_FILE, DAPE_PATTERNS, RAM_FILE, RAM_PATTERNS
 from . import common
 
 log = logging.getLogger(__name__)
@@ -25,14 +26,6 @@ DAPE_EMBEDS = io.Custom("DAPE_EMBEDS")
 FOLDER = "dape"
 NONE = "none"
 CATEGORY = f"{common.CATEGORY}/DAPE"
-
-
-def _default(files: list[str], *starts: str) -> str | None:
-    for s in starts:
-        for f in files:
-            if f.lower().rsplit("/", 1)[-1].startswith(s.lower()):
-                return f
-    return None
 
 
 def tagger_payload(value: object, batch: int = CHUNK) -> tuple[common.ModelPayload, int]:
@@ -45,8 +38,8 @@ class DAPELoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         files = common.model_list(FOLDER)
-        ram_default = _default(files, "ram") or (files[0] if files else None)
-        dape_default = _default(files, "dape") or NONE
+        ram_default = first_match(files, RAM_PATTERNS) or (files[0] if files else None)
+        dape_default = first_match(files, DAPE_PATTERNS) or NONE
         return io.Schema(
             node_id="DAPELoader",
             display_name="Load DAPE / RAM Tagger",

@@ -345,3 +345,11 @@ def test_cli_finds_the_ram_file_not_ram_plus(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="no RAM checkpoint .* folders searched: .*dape. Pass --ram"):
         resolve_files(args)
     assert require_model("dape", "dape*", [tmp_path]).name == "DAPE.pth"
+    # the ComfyUI loader's default RAM file comes from the same rule
+    from aware_restore.core.paths import first_match
+    from aware_restore.core.ram.keys import RAM_PATTERNS
+
+    names = ["ram_plus_swin_large_14m.pth", "sub/ram_swin_large_14m.pth", "ram_dape_fp16.safetensors"]
+    assert first_match(names, RAM_PATTERNS) == "sub/ram_swin_large_14m.pth"
+    assert first_match(names[:1] + names[2:], RAM_PATTERNS) == "ram_dape_fp16.safetensors"
+    assert first_match(names[:1], RAM_PATTERNS) is None

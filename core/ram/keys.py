@@ -15,6 +15,10 @@ RAM_TITLE = "RAM tagger (Swin-L)"
 DAPE_TITLE = "DAPE LoRA (SeeSR)"
 FOLDER = "dape"
 RAM_FILE, DAPE_FILE = "ram_swin_large_14m.pth", "DAPE.pth"
+# which file of the folder is RAM / DAPE when none is named: the official file, then converted ones
+# (ram_dape_fp16.safetensors); never RAM++ (ram_plus_swin_large_14m.pth), which a plain "ram*" would pick first
+RAM_PATTERNS = ("ram_swin_large_14m*", "ram_swin*", "ram*.safetensors")
+DAPE_PATTERNS = ("DAPE*",)
 LORA_SUFFIXES = (".lora_A", ".lora_B")
 UNUSED_PREFIXES = ("tag_encoder.", "text_decoder.")
 RECOMPUTED_BUFFERS = (".relative_position_index", ".attn_mask")
