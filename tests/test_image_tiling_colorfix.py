@@ -289,3 +289,32 @@ def test_tile_blends_put_no_float64_on_the_device(out_dtype):
     assert c.shape == (2, 4, 80, 112)
     assert set(inputs) == {out_dtype}
     assert mode.seen and not [s for s in mode.seen if s[1] == torch.float64], mode.seen
+
+
+def test_seesr_noise_prediction_puts_no_float64_on_the_device():
+    """The tiled noise prediction of SeeSR's sampler (fp16 networks on the device): everything the networks get
+    and everything computed there is float16/float32."""
+    from aware_restore.core.seesr.sampler import Conditioning, SamplerOptions, predict_noise
+
+    dev = torch.device("meta")
+    seen_inputs: list[torch.dtype] = []
+
+    class Net(torch.nn.Module):
+        def __init__(self, control: bool):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.empty(1, device=dev, dtype=torch.float16))
+            self.control = control
+
+        def forward(self, x, t, encoder_hidden_states, image_encoder_hidden_states, **kw):
+            seen_inputs.extend(a.dtype for a in (x, encoder_hidden_states, image_encoder_hidden_states,
+                                                 *[v for v in kw.values() if isinstance(v, torch.Tensor)]))
+            return (None, None) if self.control else (x * self.p,)
+
+    x = torch.empty(2, 4, 40, 56, device=dev)
+    cond = Conditioning(torch.empty(2, 77, 8, device=dev), torch.empty(2, 145, 512, device=dev),
+                        torch.empty(2, 3, 320, 448, device=dev))
+    with _DeviceDtypes() as mode:
+        eps = predict_noise(Net(False), Net(True), x, 1, cond, SamplerOptions(tile_size=24, tile_overlap=8))
+    assert eps.dtype == torch.float32 and eps.shape == x.shape
+    assert set(seen_inputs) == {torch.float16}
+    assert mode.seen and not [s for s in mode.seen if s[1] == torch.float64], mode.seen
