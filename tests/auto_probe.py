@@ -80,3 +80,11 @@ def left_noisy_right_hazy(h: int = 96, w: int = 192, seed: int = 0) -> torch.Ten
     out = right.clone()
     out[..., : w // 2] = left[..., : w // 2]
     return out
+
+
+def short_schedule() -> None:
+    """Ray worker set-up hook (and subprocess helper): a 2-step IR-SDE schedule, for tests whose outcome does
+    not depend on the 100 steps (routing, sidecars, resume, Ray vs local equality)."""
+    from aware_restore.core.irsde.sde import IRSDE
+
+    IRSDE.timesteps = lambda self: [2, 1]
