@@ -69,6 +69,9 @@ def _comparable(inputs: torch.Tensor, restored: torch.Tensor, scale: int) -> tup
     if scale > 1 and min(h, w) // scale >= 11:
         size = (h // scale, w // scale)
         x, r = resize(x, size, "bicubic", antialias=True).clamp(0, 1), resize(r, size, "bicubic", True).clamp(0, 1)
+    if min(x.shape[-2:]) < 11:  # SSIM's 11x11 window: enlarge tiny or sliver images (nearest, content unchanged)
+        f = -(-11 // min(x.shape[-2:]))
+        x, r = (F.interpolate(t, scale_factor=f, mode="nearest") for t in (x, r))
     return x, r
 
 
@@ -91,11 +94,7 @@ def measure(inputs: torch.Tensor, restored: torch.Tensor, thresholds: FidelityTh
     xs, rs = _comparable(x, r.cpu(), t.compare_scale)
     ya, yb = _mix(xs, _Y), _mix(rs, _Y)
     psnr = peak_signal_noise_ratio(yb, ya, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    k = 11 if min(ya.shape[-2:]) >= 11 else (min(ya.shape[-2:]) // 2) * 2 - 1
-    if k < 3:
-        raise InputError(f"the image is too small for the fidelity check ({x.shape[-1]}x{x.shape[-2]}); it needs "
-                         "at least 3 pixels a side")
-    ssim, ssim_map = structural_similarity_index_measure(yb, ya, data_range=1.0, reduction="none", kernel_size=k,
+    ssim, ssim_map = structural_similarity_index_measure(yb, ya, data_range=1.0, reduction="none",
                                                          return_full_image=True)
     shift = torch.stack([(_mix(rs, c).mean(dim=(1, 2, 3)) - _mix(xs, c).mean(dim=(1, 2, 3))).abs()
                          for c in (_CB, _CR)]).amax(dim=0)
