@@ -21,8 +21,17 @@ import logging
 
 from comfy_api.latest import io, ui
 
-from ..core.auto import MAP_LABELS, DegradationMap, FidelityThresholds, Thresholds, heat_image, measure
-from ..core.auto import most_faithful, plan, preview
+from ..core.auto import (
+    MAP_LABELS,
+    DegradationMap,
+    FidelityThresholds,
+    Thresholds,
+    heat_image,
+    measure,
+    most_faithful,
+    plan,
+    preview,
+)
 from ..core.auto.degmap import DEFAULT_WINDOW_BATCH, degradation_map
 from ..core.auto.pipeline import auto_restore, clean_probability
 from ..core.daclip.classify import probability_table
@@ -123,7 +132,7 @@ class DACLIPDegradationMap(io.ComfyNode):
         (module,) = common.load_models(daclip_payload(daclip_model, int(window_batch)))
         win = int(window) or int(module.image_size)
         grid_total = rgb.shape[0] * 64  # the bar is rescaled by the core's own totals
-        dmap = degradation_map(module, rgb, window=win, overlap=int(round(float(overlap) * win)),
+        dmap = degradation_map(module, rgb, window=win, overlap=round(float(overlap) * win),
                                window_batch=int(window_batch), progress=common.progress_callback(grid_total))
         table = probability_table(list(dmap.labels), dmap.global_probs)
         masks = [_masks(dmap.mask(label)) for label in MAP_LABELS]

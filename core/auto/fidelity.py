@@ -80,7 +80,10 @@ def measure(inputs: torch.Tensor, restored: torch.Tensor, thresholds: FidelityTh
             ) -> tuple[list[Fidelity], torch.Tensor]:
     """Fidelity of ``restored`` ``[B,3,H',W']`` against ``inputs`` ``[B or 1,3,H,W]`` (any sizes; [0,1]).
     Returns one :class:`Fidelity` per restored image and heat maps ``[B,H',W']`` in [0,1]."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+    from torchmetrics.functional.image import (
+        peak_signal_noise_ratio,
+        structural_similarity_index_measure,
+    )
 
     t = thresholds
     x, _ = split_alpha(inputs)

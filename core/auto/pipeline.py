@@ -17,11 +17,17 @@ from dataclasses import dataclass
 
 import torch
 
-from ..daclip.classify import probabilities, text_features
+from ..daclip.classify import text_features
 from ..errors import InputError
 from ..image import resize, split_alpha
 from ..progress import Counter, Progress
-from .degmap import CLEAN, MAP_LABELS, DegradationMap, degradation_map, window_probabilities
+from .degmap import (
+    CLEAN,
+    MAP_LABELS,
+    DegradationMap,
+    degradation_map,
+    window_probabilities,
+)
 from .fidelity import Fidelity, FidelityThresholds, measure
 from .route import Plan, Thresholds, blend, plan
 
@@ -50,15 +56,17 @@ def clean_probability(model, images: torch.Tensor, labels=MAP_LABELS) -> torch.T
                         for img in images])
 
 
-def auto_restore(daclip, irsde, images: torch.Tensor, thresholds: Thresholds = Thresholds(), seed: int = 0,
+def auto_restore(daclip, irsde, images: torch.Tensor, thresholds: Thresholds | None = None, seed: int = 0,
                  dmap: DegradationMap | None = None,
                  seesr: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 fidelity_thresholds: FidelityThresholds = FidelityThresholds(), tile: int | None = None,
+                 fidelity_thresholds: FidelityThresholds | None = None, tile: int | None = None,
                  map_window: int | None = None, progress: Progress | None = None) -> AutoResult:
     """Restore ``images`` ``[B,C,H,W]`` in [0,1] with the route each one needs (see :mod:`.route`)."""
     from ..irsde import restore as irsde_restore
     from ..irsde.sde import IRSDE
 
+    thresholds = thresholds or Thresholds()
+    fidelity_thresholds = fidelity_thresholds or FidelityThresholds()
     rgb, _alpha = split_alpha(images)
     rgb = rgb.float()
     b, _, h, w = rgb.shape

@@ -108,7 +108,7 @@ def decide(labels: tuple[str, ...] | list[str], global_probs: torch.Tensor, size
         regional = sorted(((f, lbl) for lbl, f in region_fraction.items() if lbl != CLEAN and f > 0), reverse=True)
         if regional:
             notes.append("regions: " + ", ".join(f"{lbl} {f:.0%}" for f, lbl in regional[:3]))
-    base = dict(top=top, top_probability=p_top, probabilities=probs, size=tuple(size), notes=notes)
+    base = {"top": top, "top_probability": p_top, "probabilities": probs, "size": tuple(size), "notes": notes}
     if low_res and seesr_available:
         return Decision("seesr", [top] if top in SEESR_LABELS else [], 1.0, 1.0,
                         reason=f"low resolution ({size[1]}x{size[0]}, shorter side < {t.low_resolution}): SeeSR "
