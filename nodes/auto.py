@@ -218,13 +218,14 @@ class ARAutoRestore(io.ComfyNode):
         )
 
     @classmethod
-    def check_lazy_status(cls, image, daclip_model=None, irsde_model=None, degradation_map=None,
-                          seesr_image=None, **kw) -> list[str]:
-        if seesr_image is not None:
+    def check_lazy_status(cls, image=None, daclip_model=None, **kw) -> list[str]:
+        # ComfyUI passes a connected, not yet evaluated lazy input as None and leaves unconnected ones out
+        if "seesr_image" not in kw or kw["seesr_image"] is not None:
             return []
-        if not isinstance(degradation_map, DegradationMap):
+        dmap = kw.get("degradation_map")
+        if not isinstance(dmap, DegradationMap):
             return ["seesr_image"]  # the map is computed in execute: the branch may be needed
-        routes = plan(degradation_map, thresholds(**_only_thresholds(kw)), seesr_available=True).routes()
+        routes = plan(dmap, thresholds(**_only_thresholds(kw)), seesr_available=True).routes()
         return ["seesr_image"] if "seesr" in routes else []
 
     @classmethod

@@ -244,8 +244,12 @@ def test_auto_restore_node_end_to_end_on_the_kit(kit, short_irsde):
     assert [e["route"] for e in json.loads(up[2])] == ["seesr"] * 2
     dmap = n["DACLIPDegradationMap"].execute(daclip, img).args[0]
     lazy = n["ARAutoRestore"].check_lazy_status
-    assert lazy(img, daclip, irsde, dmap, None, low_resolution=64) == ["seesr_image"]
-    assert lazy(img, daclip, irsde, dmap, None, low_resolution=0, degraded=1.0, full_strength=1.0) == []
+    # connected but not evaluated yet: None; not connected: absent (then never requested)
+    assert lazy(img, daclip, degradation_map=dmap, seesr_image=None, low_resolution=64) == ["seesr_image"]
+    assert lazy(img, daclip, degradation_map=dmap, seesr_image=None, low_resolution=0, degraded=1.0,
+                full_strength=1.0) == []
+    assert lazy(img, daclip, degradation_map=dmap, low_resolution=64) == []
+    assert lazy(img, daclip, seesr_image=None) == ["seesr_image"]  # no map yet: SeeSR may be needed
     with pytest.raises(InputError, match="no IR-SDE model"):
         n["ARAutoRestore"].execute(img, daclip, None, None, None, 0, 0, degraded=0.0, full_strength=0.0,
                                    low_resolution=0)
