@@ -206,6 +206,11 @@ def plan_job(args: argparse.Namespace) -> tuple[AutoJob, list[tuple[Path, str]],
                   str(daclip.resolve()), args.seed, args.tile, args.device, args.threads, args.map_window,
                   thresholds, {"min_psnr": args.min_psnr, "min_ssim": args.min_ssim})
     files = list_images(job.in_dir)
+    if Path(job.out_dir) == Path(job.in_dir):
+        from ..core.errors import InputError
+
+        raise InputError("auto: --out must be another folder than IN_DIR (the results would be read as inputs "
+                         "by the next run)")
     names = output_names(files)
     out = Path(job.out_dir)
     pending = [(p, names[p.name]) for p in files if not sidecar_complete(out / f"{names[p.name]}.json", p)]

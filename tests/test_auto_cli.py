@@ -136,3 +136,17 @@ def test_ray_run_equals_local_run(tmp_path, short, capsys):
         assert a == b, name  # same route, probabilities, fidelity numbers, seeds and bitwise-equal results
         assert a["result_sha256"] == b["result_sha256"]
     assert len({c["result_sha256"] for c in local.values()}) == 6
+
+
+def test_ray_missing_and_same_folder_are_clear_errors(tmp_path, monkeypatch, capsys):
+    from aware_restore.cli.auto import AutoJob
+    from aware_restore.cli.auto_ray import run_ray
+    from aware_restore.core.errors import AwareRestoreError
+
+    _images(tmp_path / "in", 1)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    job = AutoJob(str(tmp_path / "in"), str(tmp_path / "out"), "x", "y")
+    with pytest.raises(AwareRestoreError, match=r"pip install 'aware-restore\[ray\]'"):
+        run_ray(job, [(tmp_path / "in" / "img00.png", "img00")])
+    rc, _ = _run(["auto", str(tmp_path / "in"), "--out", str(tmp_path / "in"), *MODELS], capsys)
+    assert rc == 1 and not list((tmp_path / "in").glob("*.json"))
