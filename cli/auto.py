@@ -228,6 +228,8 @@ def _cmd_auto(args: argparse.Namespace) -> int:
     else:
         rows = run_local(job, pending)
     sys.stdout.write(summary_table(rows, skipped) + "\n")
+    if len(rows) < len(pending):
+        return 130  # interrupted: the summary covers what finished; the same command resumes
     return 1 if any(r["status"] != "done" for r in rows) else 0
 
 

@@ -150,3 +150,24 @@ def test_ray_missing_and_same_folder_are_clear_errors(tmp_path, monkeypatch, cap
         run_ray(job, [(tmp_path / "in" / "img00.png", "img00")])
     rc, _ = _run(["auto", str(tmp_path / "in"), "--out", str(tmp_path / "in"), *MODELS], capsys)
     assert rc == 1 and not list((tmp_path / "in").glob("*.json"))
+
+
+def test_ctrl_c_stops_with_a_summary_and_resumes(tmp_path, short, monkeypatch, capsys):
+    from aware_restore.cli import auto as A
+
+    _images(tmp_path / "in", 3)
+    argv = ["auto", str(tmp_path / "in"), "--out", str(tmp_path / "out"), *MODELS, *RESTORE_ALL]
+    real, calls = A.AutoRunner.process, []
+
+    def interrupted(self, path, stem):
+        calls.append(stem)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, path, stem)
+
+    monkeypatch.setattr(A.AutoRunner, "process", interrupted)
+    rc, table = _run(argv, capsys)
+    assert rc == 130 and "processed 1, skipped 0" in table and len(_sidecars(tmp_path / "out")) == 1
+    monkeypatch.setattr(A.AutoRunner, "process", real)
+    rc, table = _run(argv, capsys)
+    assert rc == 0 and "processed 2, skipped 1" in table
