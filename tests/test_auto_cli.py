@@ -91,7 +91,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_folder_run_killed_midway_resumes_with_the_rest(tmp_path):
+def test_folder_run_killed_midway_resumes_with_the_rest(tmp_path, short, capsys):
     names = _images(tmp_path / "in", 20, size=(12, 12))
     out = tmp_path / "out"
     argv = ["auto", str(tmp_path / "in"), "--out", str(out), *MODELS, *RESTORE_ALL]
@@ -103,10 +103,8 @@ def test_folder_run_killed_midway_resumes_with_the_rest(tmp_path):
     assert len(cars) == 7 and all(c["status"] == "done" for c in cars.values())
     assert (out / "img07.png").is_file() and not (out / "img07.json").exists()  # killed before its sidecar
     assert not list(out.glob(".*.tmp*"))  # nothing half-written under a final name
-    second = subprocess.run([sys.executable, "-c", KILLER.format(tests=str(TESTS), kill_after=-1), *argv],
-                            capture_output=True, text=True, env=env, timeout=300, check=False)
-    assert second.returncode == 0, second.stderr[-2000:]
-    assert "processed 13, skipped 7" in second.stdout
+    rc, table = _run(argv, capsys)  # the re-run (in-process, same 2-step schedule)
+    assert rc == 0 and "processed 13, skipped 7" in table
     cars = _sidecars(out)
     assert sorted(f"{k}.png" for k in cars) == names and all(c["status"] == "done" for c in cars.values())
     for c in cars.values():
