@@ -23,7 +23,7 @@ from ..core.errors import AwareRestoreError, CheckpointError
 
 log = logging.getLogger("aware_restore")
 
-FAMILY_CLIS = ("daclip", "irsde", "ram", "seesr", "ssen")
+FAMILY_CLIS = ("daclip", "irsde", "ram", "seesr", "ssen", "auto")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

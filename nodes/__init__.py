@@ -15,7 +15,7 @@ from . import common
 
 log = logging.getLogger(__name__)
 
-FAMILY_MODULES = ("utils", "daclip", "irsde", "dape", "seesr", "ssen")
+FAMILY_MODULES = ("utils", "daclip", "irsde", "dape", "seesr", "ssen", "auto")
 
 
 def collect_nodes() -> list[type[io.ComfyNode]]:

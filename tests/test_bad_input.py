@@ -300,6 +300,51 @@ def _download_offline(ctx):
 NODE_ROWS["ARDownloadModel/offline"] = (_download_offline, Err(DownloadError, r"HF_HUB_OFFLINE.*my_dape"))
 
 
+# ---------------------------------------------------------------- auto nodes (issue 20)
+def _degmap(ctx, image, window=0):
+    return ctx.node("DACLIPDegradationMap").execute(ctx.payload("daclip"), image, window, 0.5, 4).args
+
+
+def r_degmap_shapes(ctx):
+    for x in (img(1, 12, 20, 4), img(1, 12, 20, 1), img(1, 1, 1), img(1, 2, 300)):
+        dmap, pv, _table, *masks = _degmap(ctx, x)
+        assert all(tuple(m.shape) == (1, *x.shape[1:3]) and bool(torch.isfinite(m).all()) for m in masks)
+        finite_image(pv)
+
+
+def r_auto_restore_rgba_elongated(ctx):
+    x = img(1, 4, 60, 4)
+    out = ctx.node("ARAutoRestore").execute(x, ctx.payload("daclip"), ctx.payload("irsde"), None, None, 0, 0,
+                                            degraded=0.0, full_strength=0.0, low_resolution=0).args
+    finite_image(out[0], (1, 4, 60, 4))
+    assert torch.equal(out[0][..., 3], x[..., 3])
+
+
+def r_fidelity_tiny(ctx):
+    for x in (img(1, 1, 1), img(1, 2, 300), img(2, 9, 9, 1)):
+        best, heat, passed, _ = ctx.node("ARFidelity").execute(x, x).args
+        assert passed and best.shape[:3] == x.shape[:3]
+        finite_image(heat)
+
+
+NODE_ROWS.update({
+    "DACLIPDegradationMap/rgba-gray-1x1-elongated": (r_degmap_shapes, OK),
+    "DACLIPDegradationMap/nan": (lambda c: _degmap(c, nan_img()), Err(InputError, "image to map has 16 of")),
+    "DACLIPDegradationMap/empty": (lambda c: _degmap(c, empty_img()), Err(InputError, "batch is empty")),
+    "DACLIPDegradationMap/payload": (lambda c: c.node("DACLIPDegradationMap").execute(c.payload("irsde"), img()),
+                                     Err(PayloadError, "'daclip_model' input must be a DACLIP_MODEL")),
+    "ARRoute/payload": (lambda c: c.node("ARRoute").execute(img()),
+                        Err(PayloadError, "'degradation_map' input must be a AR_DEGRADATION_MAP")),
+    "ARAutoRestore/rgba-elongated": (r_auto_restore_rgba_elongated, OK),
+    "ARAutoRestore/mismatched-map": (lambda c: c.node("ARAutoRestore").execute(
+        img(1, 16, 16), c.payload("daclip"), None, _degmap(c, img(2, 12, 20))[0]),
+        Err(InputError, "the degradation map is for 2 image")),
+    "ARFidelity/1x1-sliver-gray": (r_fidelity_tiny, OK),
+    "ARFidelity/nan": (lambda c: c.node("ARFidelity").execute(img(), nan_img()), Err(InputError, "restored image has")),
+    "ARFidelity/mismatched": (lambda c: c.node("ARFidelity").execute(img(2), img(3)), Err(InputError, "not a multiple")),
+})
+
+
 # ---------------------------------------------------------------- DA-CLIP
 def _daclip_loader(ctx, key):
     return ctx.node("DACLIPLoader").execute(ctx.files[key].name, "auto")
@@ -819,6 +864,41 @@ CLI_ROWS = {
                                                 _files(f, "irsde") + "/universal-ir.pth"],
                                      CliErr(r"universal-ir\.pth' is not a SSEN.*IR-SDE")),  # was: 0/156 copied, INFO
 }
+
+
+# ---------------------------------------------------------------- auto (issue 20)
+def _auto_dir(f, *keys) -> str:
+    folder = Path(f["root"]) / ("auto_" + "_".join(keys))
+    folder.mkdir(exist_ok=True)
+    for k in keys:
+        shutil.copyfile(f[k], folder / Path(f[k]).name)
+    return str(folder)
+
+
+def _auto_models(f) -> list[str]:
+    return ["--model", _files(f, "irsde") + "/universal-ir.pth", "--daclip", _files(f, "daclip") + "/daclip_tiny.safetensors"]
+
+
+def _cli_auto_broken_continues(f):
+    out = Path(f["root"]) / "auto_out_broken"
+    rc, errors, _ = cli(["auto", _auto_dir(f, "broken", "rgba", "gray", "one", "long"), "--out", str(out),
+                         *_auto_models(f), "--degraded", "0", "--full", "0", "--low-resolution", "0"])
+    assert rc == 1 and any("broken.png" in e and "cannot read the image" in e for e in errors), errors
+    import json
+
+    cars = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert cars["broken"]["status"] == "error"
+    assert all(cars[k]["status"] == "done" for k in ("rgba", "gray", "one", "long"))
+
+
+CLI_ROWS.update({
+    "auto/missing-folder": (lambda f: ["auto", str(Path(f["root"]) / "nowhere"), "--out", f["root"], *_auto_models(f)],
+                            CliErr("input folder not found")),
+    "auto/wrong-family": (lambda f: ["auto", _auto_dir(f, "rgb"), "--out", f["root"], "--model",
+                                     _files(f, "daclip") + "/daclip_tiny.safetensors", "--daclip",
+                                     _files(f, "daclip") + "/daclip_tiny.safetensors"], CliErr("not a IR-SDE")),
+    "auto/broken-rgba-gray-1x1-elongated": (_cli_auto_broken_continues, OK),
+})
 
 
 @pytest.mark.parametrize("row", sorted(CLI_ROWS))
