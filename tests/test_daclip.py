@@ -135,7 +135,7 @@ def test_classify_batch_and_user_labels(model_pt, io_ref):
     probs = classify(model_pt, images)
     assert probs.shape == (3, 10)
     single = classify(model_pt, images[1:2])
-    _close(probs[1:2], single, ATOL_PROBS)  # batching does not change the result (beyond GEMM rounding x100)
+    _close(probs[1:2], single, 1e-6)  # batching does not change the result
     custom = classify(model_pt, images, labels=["rainy", "hazy"])
     assert custom.shape == (3, 2)
     _close(custom.sum(-1), torch.ones(3), 1e-5)
