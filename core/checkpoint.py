@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -60,6 +61,24 @@ __all__ = [
 ]
 
 
+def _torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def _allow_list_context() -> contextlib.AbstractContextManager:
+    """``torch.serialization.safe_globals(allow-list)`` where this torch has it (2.5+); ``(callable, name)``
+    aliases (the numpy-1.x name of a numpy-2 function) only where it reads them (2.6+). On older torch the
+    plain weights still load; a file that needs the extra globals gets the 'pickle-globals' error."""
+    ctx = getattr(torch.serialization, "safe_globals", None)
+    if ctx is None:
+        return contextlib.nullcontext()
+    allowed = _numpy_allow_list()
+    if _torch_version() < (2, 6):
+        allowed = [g for g in allowed if not isinstance(g, tuple)]
+    return ctx(allowed)
+
+
 def _numpy_allow_list() -> list[Any]:
     """Extra globals allowed in pickles: numpy scalars/dtypes (optimizer state of open_clip checkpoints)
     and ``_codecs.encode`` (used by numpy scalar pickles). Nothing that can run code."""
@@ -88,7 +107,7 @@ def _numpy_allow_list() -> list[Any]:
 
 # ----------------------------------------------------------------------------------------------- what a file is
 _SNIFF = 4096
-_GLOBAL = re.compile(r"unsupported GLOBAL (\S+)")
+_GLOBAL = re.compile(r"unsupported (?:global: )?GLOBAL (\S+)", re.IGNORECASE)  # blocked / not allowed globals
 
 
 def _fail(path: Path, kind: str, looks: str, step: str) -> CheckpointError:
@@ -207,7 +226,7 @@ def problem(path: PathLike) -> CheckpointError | None:
 
 def _load_pickle(path: Path, fmt: str) -> Any:
     try:
-        with torch.serialization.safe_globals(_numpy_allow_list()):
+        with _allow_list_context():
             if path.suffix.lower() in SAFETENSORS_SUFFIXES:  # torch.load would dispatch on the name: pass a handle
                 with open(path, "rb") as f:
                     return torch.load(f, map_location="cpu", weights_only=True)

@@ -3,7 +3,7 @@
 * model folders registered with ``folder_paths`` (appending, so ``extra_model_paths.yaml`` entries stay first);
 * file lookup with errors that name the model expected and the folders searched;
 * one payload type on every model socket (:class:`ModelPayload`: the core descriptor in a ComfyUI ``ModelPatcher``),
-  loaded through ``load_models_gpu`` with the descriptor's memory estimate;
+  loaded fully through ``load_models_gpu`` with the descriptor's memory estimate;
 * compute dtype chosen with ComfyUI's ``should_use_bf16`` / ``should_use_fp16`` among the descriptor's dtypes;
 * a plain ``progress(done, total)`` callable for core loops that drives ``comfy.utils.ProgressBar`` and checks
   for interruption;
@@ -14,6 +14,7 @@ Nodes are convert → one core call → convert; validation, chunking, tiling an
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -195,11 +196,26 @@ def expect(value: object, cls: type, socket: str, io_type: str, source: str):
     return value
 
 
+def _accepts(fn: Callable, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin or wrapped callable without a signature
+        return False
+
+
 def load_models(*items: tuple[ModelPayload, int]) -> list[torch.nn.Module]:
     """Load ``(payload, activation bytes)`` pairs in one ``load_models_gpu`` call (so one model is not evicted
-    to make room for the other); returns the modules on their devices."""
+    to make room for the other); returns the modules on their devices.
+
+    The models are plain ``torch.nn`` (no ``comfy.ops`` casting layers), so they are loaded fully
+    (``force_full_load=True``): under memory pressure ComfyUI would otherwise leave the layers that do not fit on
+    the offload device and the forward would mix devices. The argument is passed only where ``load_models_gpu``
+    has it (older ComfyUI lacks it)."""
     patchers = [p.patcher for p, _ in items]
-    mm.load_models_gpu(patchers, memory_required=int(sum(m for _, m in items)))
+    kwargs = {"memory_required": int(sum(m for _, m in items))}
+    if _accepts(mm.load_models_gpu, "force_full_load"):
+        kwargs["force_full_load"] = True
+    mm.load_models_gpu(patchers, **kwargs)
     return [p.model for p in patchers]
 
 

@@ -19,14 +19,18 @@ class ARColorFix(io.ComfyNode):
             display_name="Colour Fix (AdaIN / Wavelet)",
             category=f"{common.CATEGORY}/Utils",
             description="Transfers the colours of a reference image onto an image: 'wavelet' keeps the image's high "
-                        "frequencies and takes the low frequencies from the reference (SeeSR's default), 'adain' "
-                        "matches per-channel mean and std. The reference may have any size; it is resized to the image.",
+                        "frequencies and takes the low frequencies from the reference, so colour shifts are corrected "
+                        "locally; 'adain' matches per-channel mean and std over the whole image (the default of "
+                        "SeeSR's test scripts, --align_method adain, used by the SeeSR workflows; SeeSR's Gradio demo "
+                        "always applies wavelet). The reference may have any size; it is resized to the image.",
             inputs=[
                 io.Image.Input("image", tooltip="The image to correct (e.g. a super-resolved or restored result)."),
                 io.Image.Input("reference", tooltip="The colour reference (e.g. the low-resolution input); any size. "
                                "One reference for the whole batch, or one per image."),
                 io.Combo.Input("method", options=["wavelet", "adain"], default="wavelet",
-                               tooltip="wavelet: low frequencies from the reference; adain: mean/std transfer."),
+                               tooltip="wavelet (default here, for any restorer): low frequencies from the reference, "
+                               "local colour correction; adain: global per-channel mean/std transfer — the official "
+                               "SeeSR test scripts' default, set in the SeeSR workflows."),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The colour-corrected image, clamped to [0,1], "
                                      "alpha of the input image kept.")],

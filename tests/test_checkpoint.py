@@ -56,6 +56,29 @@ def test_numpy_scalars_in_training_checkpoint_are_allowed(tmp_path):
     assert set(out) == set(sd) and out["init_conv.weight"].dtype == torch.float16
 
 
+def test_allow_list_on_older_torch(tmp_path, monkeypatch):
+    """safe_globals appeared in torch 2.5 and reads (callable, name) aliases from 2.6: older torch still loads
+    plain weights, and a file that needs the extra globals gets the clear error instead of a crash."""
+    import aware_restore.core.checkpoint as ckpt_mod
+
+    seen = []
+    real = torch.serialization.safe_globals
+    monkeypatch.setattr(torch.serialization, "safe_globals", lambda allowed: seen.append(allowed) or real(allowed))
+    path = tmp_path / "plain.pth"
+    torch.save(_irsde_like(), path)
+    for version, aliases in (("2.13.0+cpu", True), ("2.6.0", True), ("2.5.1+cu124", False)):
+        monkeypatch.setattr(torch, "__version__", version)
+        assert set(load_state_dict(path)) == set(_irsde_like())
+        assert any(isinstance(g, tuple) for g in seen[-1]) is aliases, version
+    monkeypatch.delattr(torch.serialization, "safe_globals")  # torch 2.4
+    assert ckpt_mod._torch_version() == (2, 5)
+    assert set(load_state_dict(path)) == set(_irsde_like())
+    numpy_ckpt = tmp_path / "train.pt"
+    torch.save({"state_dict": _irsde_like(), "lr": np.float64(1e-4)}, numpy_ckpt)
+    with pytest.raises(CheckpointError, match="allow-list"):
+        load_state_dict(numpy_ckpt)
+
+
 @pytest.mark.parametrize("wrapper", ["state_dict", "model", "params_ema", "params"])
 def test_unwraps_wrappers_and_module_prefix(tmp_path, wrapper):
     sd = {f"module.{k}": v for k, v in _irsde_like().items()}

@@ -4,6 +4,7 @@ restore through ``LowMemNetwork`` that matches the whole-image restore."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,3 +165,46 @@ def test_restore_through_lowmem_matches_whole_image_restore(net_name, sampler, r
     assert err <= 1e-3 and float((exact - whole).abs().mean()) <= 1e-3
     # per-tile evaluation of the whole network is not exact; the low-memory one is, by orders of magnitude
     assert err * 100 < float((tiled - whole).abs().mean())
+
+
+@pytest.mark.parametrize("tile", [None, 64])
+def test_exact_mode_out_of_memory_falls_back_to_the_exact_low_memory_evaluation(universal, tile, monkeypatch):
+    """A whole-image evaluation that runs out of memory (tile unset, or the image fits in the tile) continues with
+    forward_lowmem on halved tiles — the same result — never with the approximate per-tile network."""
+    restore_mod = importlib.import_module("aware_restore.core.irsde.restore")  # the package exports restore()
+
+    sde = IRSDE(T=4)
+    g = torch.Generator().manual_seed(3)
+    img = torch.rand(1, 3, 36, 60, generator=g)
+    emb = Embeds(torch.randn(1, 32, generator=g), torch.randn(1, 32, generator=g))
+    run = dict(steps=sde.T, sde=sde, seed=11, sampler="sde")
+    whole = restore(universal, emb, img, **run)
+    low = restore(LowMemNetwork(universal, tile=16), emb, img, **run)
+
+    whole_calls, tiles = [], []
+
+    def no_memory(*args, **kwargs):  # the whole-image forward; forward_lowmem runs the submodules itself
+        whole_calls.append(args[0].shape)
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    real_lowmem = restore_mod.forward_lowmem
+
+    def lowmem(*args, tile, **kwargs):
+        tiles.append(tile)
+        if tile > 20:  # the first halved tile runs out of memory as well: halve again
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_lowmem(*args, tile=tile, **kwargs)
+
+    def approximate(*args, **kwargs):
+        raise AssertionError("exact mode fell back to the per-tile network")
+
+    monkeypatch.setattr(universal, "forward", no_memory)
+    monkeypatch.setattr(restore_mod, "forward_lowmem", lowmem)
+    monkeypatch.setattr(restore_mod, "tiled_apply", approximate)
+    out = restore(universal, emb, img, tile=tile, **run)
+    assert whole_calls == [(1, 3, 36, 60)]  # tried once; the tile that fitted is kept for the later steps
+    assert tiles == [30, 16, 16, 16, 16]  # 60 → 30 (out of memory) → 16 (the minimum), then kept
+    assert torch.equal(out, low)  # exactly the low-memory evaluation
+    # = the whole-image restore up to float32 summation order (observed max 5.5e-5, mean 1.6e-7; the per-tile
+    # network of "tiles" mode: max 1.0, mean 0.1)
+    assert float((out - whole).abs().max()) <= 1e-4 and float((out - whole).abs().mean()) <= 1e-6

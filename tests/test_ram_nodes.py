@@ -88,7 +88,7 @@ def test_tagger_batch_is_per_image(nodes, loaded, fixture_image):
     for i in range(2):
         single, _, single_payload = nodes.DAPETagger.execute(loaded["dape"], batch[i:i + 1]).args
         assert single == [tags[i]]
-        torch.testing.assert_close(payload.embeds[i:i + 1], single_payload.embeds, atol=1e-5, rtol=0)
+        torch.testing.assert_close(payload.embeds[i:i + 1], single_payload.embeds, atol=1e-5, rtol=1e-5)
 
 
 def test_tagger_options(nodes, loaded, fixture_image, expected):
@@ -135,5 +135,5 @@ def test_tagger_antialias_input(nodes, loaded, fixture_image):
     _, _, off = nodes.DAPETagger.execute(loaded["dape"], fixture_image, 0.0, "", 0, False).args
     _, _, on = nodes.DAPETagger.execute(loaded["dape"], fixture_image, 0.0, "", 0, True).args
     want = loaded["dape"].patcher.model.embed(fixture_image.permute(0, 3, 1, 2), antialias=False)
-    torch.testing.assert_close(off.embeds, want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(off.embeds, want, atol=1e-6, rtol=1e-5)
     assert (off.embeds - on.embeds).abs().max() > 1e-3

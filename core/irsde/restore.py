@@ -12,7 +12,9 @@ Large images (``tile`` set and the image larger than one tile), two modes (``til
   by tile with halos, LinearAttention with global sums, the deepest level whole — the result does not depend on
   the tile (measured ≤ 1.7e-5 max abs per evaluation, 3.5e-7 mean abs per restored image, fp32) and the peak
   memory is bounded by the tile plus a few full-size maps (0.45× the whole-image peak at 1024² for universal-ir).
-  ``tile_overlap`` has no effect.
+  ``tile_overlap`` has no effect. It is also this mode's out-of-memory fallback, ``tile`` unset included: a
+  whole-image evaluation that runs out of memory continues with the low-memory one, halving its tile down to 16 px
+  — never with the approximate per-tile network of ``tiles``.
 * ``tiles``: the whole network on overlapping tiles, blended at every step (:func:`..tiling.tiled_apply`) — the
   older, approximate mode: every GroupNorm, LinearAttention and the deepest self-attention see one tile, which
   changes each evaluation by 15–53 % relative L2 (96×80 and 256² test images). Kept because it is the faster
@@ -91,6 +93,7 @@ def restore_one(network: ConditionalUNet, sde: IRSDE, lq: torch.Tensor, clean: t
     param = next(network.parameters())
     device, dtype = param.device, param.dtype
     shape = lq.shape
+    full = max(shape[-2:])
 
     def noise() -> torch.Tensor:
         return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
@@ -108,11 +111,16 @@ def restore_one(network: ConditionalUNet, sde: IRSDE, lq: torch.Tensor, clean: t
             return network(xt, m, t, text_context=text, image_context=image).float()
 
         with torch.no_grad():
-            if tile and tile_mode == "exact" and max(shape[-2:]) > tile:
-                # exact low-memory evaluation; on out-of-memory a smaller tile gives the same result
-                eps = retry_on_oom(lambda tl, t=t: forward_lowmem(network, x.to(dtype), mu_net, t, text, image,
-                                                                  tile=tl).float(),
-                                   tile, max(shape[-2:]), MIN_TILE["exact"], memo=memo)
+            if tile_mode == "exact":
+                # the whole image at once while it fits in the tile (or no tile is set), else the exact low-memory
+                # evaluation; an out-of-memory (the whole image included) halves the low-memory tile, which does not
+                # change the result — never the approximate per-tile network of "tiles" mode
+                def exact(tl: int | None, t: int = t) -> torch.Tensor:
+                    if not tl or tl >= full:
+                        return network(x.to(dtype), mu_net, t, text_context=text, image_context=image).float()
+                    return forward_lowmem(network, x.to(dtype), mu_net, t, text, image, tile=tl).float()
+
+                eps = retry_on_oom(exact, tile, full, MIN_TILE["exact"], what="exact low-memory tiles", memo=memo)
             else:
                 eps = tiled_apply(predict, torch.cat([x, mu], dim=1), tile, tile_overlap, memo=memo)
         x = sde.step(sampler, x, eps, t, mu, noise())

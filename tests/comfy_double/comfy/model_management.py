@@ -68,12 +68,44 @@ def free_memory(memory_required, device, keep_loaded=[]):
     return []
 
 
+LOW_VRAM: int | None = None  # set by a test: weight bytes that fit on the load device (None: everything fits)
+_left_behind: dict[int, list] = {}  # id(model) -> hooks of the modules a partial load left on the offload device
+
+
+def _partial_load(model, budget: int) -> None:
+    """ComfyUI's partial load (``ModelPatcher.load`` with a ``lowvram_model_memory`` budget): leaf modules, the
+    largest first, go to the load device while they fit; the rest stay on the offload device, where only
+    ``comfy.ops`` layers (``comfy_cast_weights``) cast their weights over at run time. A plain module left behind
+    meets the device mismatch ComfyUI would give in its forward; this CPU-only double raises it from a hook."""
+    leaves = [m for m in model.modules() if not list(m.children()) and list(m.parameters(recurse=False))]
+    leaves.sort(key=lambda m: -sum(p.nelement() * p.element_size() for p in m.parameters(recurse=False)))
+    used, hooks = 0, []
+    for m in leaves:
+        size = sum(p.nelement() * p.element_size() for p in m.parameters(recurse=False))
+        if used + size <= budget or hasattr(m, "comfy_cast_weights"):
+            used += size
+            continue
+
+        def mismatch(module, args):
+            raise RuntimeError("Expected all tensors to be on the same device, but found at least two devices "
+                               f"(test double: this {type(module).__name__} was left on the offload device by a "
+                               "partial load)")
+
+        hooks.append(m.register_forward_pre_hook(mismatch))
+    _left_behind[id(model)] = hooks
+
+
 def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
                     force_full_load=False):
-    loaded_calls.append({"models": list(models), "memory_required": memory_required})
+    loaded_calls.append({"models": list(models), "memory_required": memory_required,
+                         "force_full_load": force_full_load})
     for m in models:
         m.model.to(m.load_device)
         m.loaded = True
+        for hook in _left_behind.pop(id(m.model), []):
+            hook.remove()
+        if LOW_VRAM is not None and not force_full_load:
+            _partial_load(m.model, LOW_VRAM)
 
 
 def load_model_gpu(model):
