@@ -122,8 +122,6 @@ class SeeSRTextEncode(io.ComfyNode):
         return io.NodeOutput(positive, negative, ui={"text": shown})
 
 
-
-
 class SeeSRPrompt(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

@@ -46,13 +46,14 @@ def main() -> int:
 
     comfy.options.enable_args_parsing()
     import comfy.sd
-    import nodes as core
     import torch
     from aware_restore.core.ram import load_tagger_descriptor
     from aware_restore.core.seesr import plan_sizes
     from aware_restore.core.seesr.sampler import match_token_lengths
     from aware_restore.nodes import common, dape, seesr, seesr_native
     from aware_restore.nodes.utils import ARColorFix
+
+    import nodes as core
 
     torch.set_num_threads(a.threads)
     models, dape_dir = Path(a.models), Path(a.dape)
@@ -96,7 +97,7 @@ def main() -> int:
     (final,) = seesr.SeeSRFinalResize.execute(fixed, plan).args
 
     def encode(text):
-        (cond, extra), = clip.encode_from_tokens_scheduled(clip.tokenize(text))  # what core CLIPTextEncode does
+        (cond, _), = clip.encode_from_tokens_scheduled(clip.tokenize(text))  # what core CLIPTextEncode does
         return cond.float().cpu()
 
     prompts = [seesr.build_prompts(t)[0] for t in tags]

@@ -12,6 +12,7 @@ SD-2 stand-in of ``kit.seesr.write_real``) and its helpers:
   are image i's prompt and DAPE embeddings.
 """
 
+# ruff: noqa: F811  (``server`` is the integration module's fixture, imported so that pytest finds it here)
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ import sys
 import pytest
 from conftest import ROOT, WORKFLOWS
 from PIL import Image
-from test_comfyui_integration import COMFYUI_DIR, _ok, _pixels, seesr_fast, server  # noqa: F401 (fixture)
+from test_comfyui_integration import COMFYUI_DIR, _ok, _pixels, seesr_fast, server  # noqa: F401
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not COMFYUI_DIR, reason="set COMFYUI_DIR to a ComfyUI checkout to run this test")]

@@ -13,6 +13,7 @@ The same graph runs in a real ComfyUI in tests/test_comfyui_seesr_batch.py (real
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 import pytest
 import torch
@@ -120,7 +121,7 @@ def test_text_encode_refuses_what_it_cannot_stack(kit):
 class ProbeSampler(io.ComfyNode):
     """Stands in for core KSampler (same inputs): records what the sampler would get, returns the latent."""
 
-    seen: list[dict] = []
+    seen: ClassVar[list[dict]] = []
 
     @classmethod
     def define_schema(cls):
@@ -156,7 +157,7 @@ class ProbeApply(io.ComfyNode):
     """Stands in for SeeSR Apply (same inputs and outputs; model patching is tested in test_seesr_native.py and in
     a real ComfyUI): passes MODEL and conditioning through and records the DAPE embeddings and condition image."""
 
-    seen: list[dict] = []
+    seen: ClassVar[list[dict]] = []
 
     @classmethod
     def define_schema(cls):
@@ -218,7 +219,7 @@ def run_batch(comfy_env, name: str, images: torch.Tensor, process_size: int = 64
 def test_workflow_gives_one_row_per_image_and_two_final_images(comfy_env, kit, name):
     from aware_restore.core.seesr import condition_image
 
-    seesr, dape, clip = kit["seesr"], kit["dape"], kit["clip"]
+    dape, clip = kit["dape"], kit["clip"]
     images = two_images()  # 32x40 (w x h)
     wf, res, saved = run_batch(comfy_env, name, images)
     assert len(ProbeSampler.seen) == 1, "the sampler must run once for the whole batch"
@@ -226,6 +227,7 @@ def test_workflow_gives_one_row_per_image_and_two_final_images(comfy_env, kit, n
     latent = seen["latent"]["samples"]
     (pos_t, pos_d), = seen["positive"]
     (neg_t, _), = seen["negative"]
+    assert pos_d["pooled_output"].shape[0] == 2
     assert latent.shape[0] == pos_t.shape[0] == neg_t.shape[0] == 2
     (applied,) = ProbeApply.seen
     assert len(applied["dape_embeds"]) == 2 and applied["image"].shape[0] == 2
@@ -251,7 +253,12 @@ def test_final_resize_equals_the_library_path(kit, monkeypatch, w, h, process):
     """The node path's final size and pixels equal the library path's (core ``upscale`` ends with ``to_final``
     on the colour-fixed processed image; the node gets that image and SeeSR LR Embedding's plan)."""
     import torch.nn.functional as F
-    from aware_restore.core.seesr import SamplerOptions, UpscaleOptions, load_seesr, pipeline
+    from aware_restore.core.seesr import (
+        SamplerOptions,
+        UpscaleOptions,
+        load_seesr,
+        pipeline,
+    )
     from conftest import ROOT
 
     seesr = kit["seesr"]
