@@ -3,7 +3,7 @@
 Uses the server of ``tests/test_comfyui_integration.py`` (``main.py --cpu`` with the tiny-model kit and the
 SD-2 stand-in of ``kit.seesr.write_real``) and its helpers:
 
-* ``seesr_x4`` on a batch of two different 32×40 images (one 2-frame TIFF: core LoadImage gives a batch of 2) saves
+* ``seesr_x4`` on a batch of two different 32×40 images (two Load Image → core Batch Images) saves
   exactly 2 images at the library path's size; row i equals row i of the batch (image i, image i) (same latent row,
   noise row, prompt, embeddings and hint: nothing of the other image reaches it);
 * ``seesr_x4`` at the official process size gives 100×100 → 400×400 and 101×75 → 404×300 (``plan_sizes``);
@@ -36,9 +36,8 @@ def _images(w: int, h: int):
     return [Image.fromarray((x[i].numpy() * 255).round().astype("uint8")) for i in range(x.shape[0])]
 
 
-def _frames(server, name: str, frames) -> str:
-    """Save ``frames`` as one multi-frame TIFF in the server's input folder (LoadImage gives them as a batch)."""
-    frames[0].save(server["base"] / "input" / name, save_all=True, append_images=list(frames[1:]))
+def _save(server, image, name: str) -> str:
+    image.save(server["base"] / "input" / name)
     return name
 
 
@@ -49,18 +48,32 @@ def _seesr_x4(image: str, **fast) -> dict:
     return wf
 
 
+def _seesr_x4_batch(first: str, second: str) -> dict:
+    """``seesr_x4`` on a batch of two images: core Load Image ×2 → Batch Images (``ImageBatch``, in 0.3.64 and,
+    deprecated but registered, in 0.33) → every node that read the Load Image."""
+    wf = _seesr_x4(first)
+    (load_id,) = [k for k, n in wf.items() if n["class_type"] == "LoadImage"]
+    for node in wf.values():
+        for name, value in node["inputs"].items():
+            if value == [load_id, 0]:
+                node["inputs"][name] = ["102", 0]
+    wf["101"] = {"class_type": "LoadImage", "inputs": {"image": second}}
+    wf["102"] = {"class_type": "ImageBatch", "inputs": {"image1": [load_id, 0], "image2": ["101", 0]}}
+    return wf
+
+
 def test_seesr_x4_batch_of_two_gives_two_images_each_its_own(server):
     from aware_restore.core.seesr import plan_sizes
 
-    a, b = _images(32, 40)
-    pngs = _ok(server, _seesr_x4(_frames(server, "pair_ab.tiff", [a, b])))
+    a, b = (_save(server, im, f"batch_{n}.png") for im, n in zip(_images(32, 40), "ab"))
+    pngs = _ok(server, _seesr_x4_batch(a, b))
     assert len(pngs) == 2, f"{len(pngs)} images for a batch of 2"
     px = [_pixels(p) for p in pngs]
     final = plan_sizes(32, 40, 4, 64).final  # the library path's final size (process size 64 as seesr_fast sets)
     assert all(p.shape == (final[1], final[0], 3) for p in px), [p.shape for p in px]
     assert abs(px[0] - px[1]).mean() > 0.01
-    aa = [_pixels(p) for p in _ok(server, _seesr_x4(_frames(server, "pair_aa.tiff", [a, a])))]
-    bb = [_pixels(p) for p in _ok(server, _seesr_x4(_frames(server, "pair_bb.tiff", [b, b])))]
+    aa = [_pixels(p) for p in _ok(server, _seesr_x4_batch(a, a))]
+    bb = [_pixels(p) for p in _ok(server, _seesr_x4_batch(b, b))]
     d0, d1 = abs(px[0] - aa[0]).max(), abs(px[1] - bb[1]).max()
     other = abs(px[1] - aa[1]).mean()
     print(f"batch (a, b) vs (a, a) row 0: max abs {d0:.6f}; vs (b, b) row 1: max abs {d1:.6f}; "
@@ -73,9 +86,7 @@ def test_seesr_x4_batch_of_two_gives_two_images_each_its_own(server):
 def test_seesr_x4_gives_the_official_final_size(server, w, h):
     from aware_restore.core.seesr import plan_sizes
 
-    (a, _) = _images(w, h)
-    a.save(server["base"] / "input" / f"lr_{w}x{h}.png")
-    wf = _seesr_x4(f"lr_{w}x{h}.png", steps=1, process_size=512)
+    wf = _seesr_x4(_save(server, _images(w, h)[0], f"lr_{w}x{h}.png"), steps=1, process_size=512)
     (png,) = _ok(server, wf)
     px = _pixels(png)
     plan = plan_sizes(w, h, 4, 512)  # the library path's plan (core/seesr/pipeline.py ends with to_final)
