@@ -255,7 +255,7 @@ def _lr(ctx, image):
 
 def r_lr_shapes(ctx):
     for x in (img(1, 6, 8, 4), img(1, 6, 8, 1), img(1, 1, 1), img(1, 2, 40)):
-        latent, cond = _lr(ctx, x)
+        latent, cond, _ = _lr(ctx, x)
         finite_image(cond)
         h, w = cond.shape[1:3]
         assert cond.shape[-1] == 3 and h % 8 == 0 and w % 8 == 0 and w / h >= x.shape[2] / x.shape[1] / 2
@@ -274,7 +274,61 @@ def r_tiled_sampling_overlap(ctx):
     assert latent_grid(40, 40, 16, 256).overlap == 8  # clamped to half the tile, stride 8: 16 tiles, not 625
 
 
+def _clip():
+    import sd_nodes
+
+    return sd_nodes.CheckpointLoaderSimple.execute("512-base-ema.safetensors").args[1]
+
+
+def _text_encode(ctx, embeds, **kw):
+    return ctx.node("SeeSRTextEncode").execute(_clip(), embeds, **kw).args
+
+
+def r_text_encode_batch_empty_tags_and_long_prompt(ctx):
+    from aware_restore.core.ram import DapeEmbeds
+
+    long_prompt = " ".join(["word"] * 200)  # 3 chunks of 77 tokens
+    pos, neg = _text_encode(ctx, DapeEmbeds(torch.zeros(3, 145, 512), ("", "cat", "")), user_prompt=long_prompt)
+    assert pos[0][0].shape[:2] == (3, 231) and pos[0][1]["pooled_output"].shape[0] == 3
+    assert neg[0][0].shape[:2] == (3, 77) and bool(torch.isfinite(pos[0][0]).all())
+
+
+def _final(ctx, image, plan):
+    return ctx.node("SeeSRFinalResize").execute(image, plan).args[0]
+
+
+def r_final_resize_shapes(ctx):
+    from aware_restore.core.seesr import plan_sizes
+
+    for (w, h), c in (((1, 1), 4), ((2, 40), 1), ((101, 75), 3)):
+        plan = plan_sizes(w, h, 4, 64)
+        out = finite_image(_final(ctx, img(2, plan.process[1], plan.process[0], c), plan))
+        assert tuple(out.shape) == (2, 4 * h, 4 * w, 4 if c == 4 else 3)
+
+
+def _embeds_with_tags(b, tags):
+    from aware_restore.core.ram import DapeEmbeds
+
+    return DapeEmbeds(torch.zeros(b, 145, 512), tags)
+
+
 NODE_ROWS.update({
+    "SeeSRTextEncode/batch-empty-tags-long-prompt": (r_text_encode_batch_empty_tags_and_long_prompt, OK),
+    "SeeSRTextEncode/payload-embeds": (lambda c: _text_encode(c, torch.zeros(2, 145, 512)),
+                                       Err(PayloadError, "'dape_embeds' input must be a DAPE_EMBEDS.*got Tensor")),
+    "SeeSRTextEncode/no-tags": (lambda c: _text_encode(c, _embeds_with_tags(2, ())),
+                                Err(InputError, "'dape_embeds' input carries no tags")),
+    "SeeSRTextEncode/tags-vs-embeds-batch": (lambda c: _text_encode(c, _embeds_with_tags(2, ("a", "b", "c"))),
+                                             Err(InputError, "3 tag strings for 2 images")),
+    "SeeSRTextEncode/no-clip": (lambda c: c.node("SeeSRTextEncode").execute(None, _embeds_with_tags(1, ("a",))),
+                                Err(InputError, "'clip' input is empty")),
+    "SeeSRFinalResize/rgba-gray-1x1-elongated": (r_final_resize_shapes, OK),
+    "SeeSRFinalResize/wrong-image-size": (lambda c: _final(c, img(1, 96, 128), _lr(c, img(1, 20, 30))[2]),
+                                          Err(InputError, r"'image' is 128×96 but 'seesr_size' plans .* 120×80")),
+    "SeeSRFinalResize/payload-size": (lambda c: _final(c, img(1, 96, 128), (128, 96)),
+                                      Err(PayloadError, "'seesr_size' input must be a SEESR_SIZE")),
+    "SeeSRFinalResize/nan": (lambda c: _final(c, nan_img(h=80, w=120), _lr(c, img(1, 20, 30))[2]),
+                             Err(InputError, "has 16 of")),
     "SeeSRLoader/outside-folder": (lambda c: c.node("SeeSRLoader").execute("../seesr", "fp32"),
                                    Err(FileNotFoundError, "SeeSR folder '../seesr' was not found")),
     "SeeSRLoader/missing": (lambda c: c.node("SeeSRLoader").execute("nope", "fp32"),

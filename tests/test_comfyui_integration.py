@@ -313,7 +313,7 @@ def _insert_before_apply(wf: dict, node_id: str, node: dict, takes_clip: bool) -
     for other in wf.values():
         if other["class_type"] == "SeeSRApply":
             other["inputs"]["model"] = [node_id, 0]
-        if takes_clip and other["class_type"] == "CLIPTextEncode":
+        if takes_clip and other["class_type"] in ("CLIPTextEncode", "SeeSRTextEncode"):
             other["inputs"]["clip"] = [node_id, 1]
     return wf
 

@@ -23,7 +23,8 @@ EXPECTED_NODES = {
     "DACLIPLoader", "DACLIPEncode", "DACLIPClassifyDegradation", "DACLIPDegradationFromText",
     "IRSDELoader", "DACLIPRestore",
     "DAPELoader", "DAPETagger",
-    "SeeSRLoader", "SeeSRPrompt", "SeeSRLREmbedding", "SeeSRApply", "SeeSRTiledSampling",
+    "SeeSRLoader", "SeeSRPrompt", "SeeSRTextEncode", "SeeSRLREmbedding", "SeeSRApply", "SeeSRTiledSampling",
+    "SeeSRFinalResize",
     "SSENLoader", "SSENReferenceSR", "SSENOffsetMap",
 }
 
@@ -78,8 +79,8 @@ def test_every_expected_node_is_registered_with_metadata(comfy_env):
                                             "DACLIPDegradationFromText"}),
                                 ("irsde", {"IRSDELoader", "DACLIPRestore"}),
                                 ("dape", {"DAPELoader", "DAPETagger"}),
-                                ("seesr", {"SeeSRLoader", "SeeSRPrompt", "SeeSRLREmbedding", "SeeSRApply",
-                                           "SeeSRTiledSampling"}),
+                                ("seesr", {"SeeSRLoader", "SeeSRPrompt", "SeeSRTextEncode", "SeeSRLREmbedding",
+                                           "SeeSRApply", "SeeSRTiledSampling", "SeeSRFinalResize"}),
                                 ("ssen", {"SSENLoader", "SSENReferenceSR", "SSENOffsetMap"})):
         if (ROOT / "nodes" / f"{fam_file}.py").exists():
             assert not (fam_nodes & missing), f"{fam_file}: {fam_nodes & missing} not registered"

@@ -34,8 +34,9 @@ def _cond(clip, text):
 
 def test_schemas(nodes, comfy_env):
     seesr, _ = nodes
-    assert [n.GET_SCHEMA().node_id for n in seesr.NODES] == ["SeeSRLoader", "SeeSRPrompt", "SeeSRLREmbedding",
-                                                             "SeeSRApply", "SeeSRTiledSampling"]
+    assert [n.GET_SCHEMA().node_id for n in seesr.NODES] == ["SeeSRLoader", "SeeSRPrompt", "SeeSRTextEncode",
+                                                             "SeeSRLREmbedding", "SeeSRApply", "SeeSRTiledSampling",
+                                                             "SeeSRFinalResize"]
     for n in seesr.NODES:
         s = n.GET_SCHEMA()
         assert all(i.tooltip for i in s.inputs) and all(o.tooltip for o in s.outputs), s.node_id
@@ -69,12 +70,13 @@ def test_prompt_node(nodes):
 
 def test_lr_embedding_node(nodes, parts):
     seesr, _ = nodes
-    latent, cond = seesr.SeeSRLREmbedding.execute(parts["vae"], parts["image"], 4, 64).args
+    latent, cond, plan = seesr.SeeSRLREmbedding.execute(parts["vae"], parts["image"], 4, 64).args
     # 32x24 -> x4 = 128x96 (no pre-scale: short side 24 >= 64//4) -> latent 12x16
     assert tuple(cond.shape) == (1, 96, 128, 3)
     assert tuple(latent["samples"].shape) == (1, 4, 12, 16)
+    assert (plan.input, plan.process, plan.final) == ((32, 24), (128, 96), (128, 96))
     torch.testing.assert_close(latent["samples"], parts["vae"].encode(cond))
     # an RGBA image is accepted (alpha dropped)
     rgba = torch.cat([parts["image"], torch.ones(1, 24, 32, 1)], -1)
-    latent2, _ = seesr.SeeSRLREmbedding.execute(parts["vae"], rgba, 4, 64).args
+    latent2, _, _ = seesr.SeeSRLREmbedding.execute(parts["vae"], rgba, 4, 64).args
     torch.testing.assert_close(latent2["samples"], latent["samples"])

@@ -35,6 +35,18 @@ def test_seesr_workflow_is_valid_and_native(comfy_env, name):
     assert ks["inputs"]["denoise"] == 1.0 and ks["inputs"]["latent_image"] == [lr_id, 0]
     assert ks["inputs"]["positive"] == [ap_id, 1] and ks["inputs"]["negative"] == [ap_id, 2]
     assert ap["inputs"]["model"] == [ck_id, 0] and ap["inputs"]["image"] == [lr_id, 1]
+    # batches: one conditioning with a row per image (no STRING list between the tagger and the sampler, which would
+    # run the sampler once per image on the whole batch); the result resized to the official final size
+    te_id, te = _by_type(wf, "SeeSRTextEncode")
+    tg_id, _ = _by_type(wf, "DAPETagger")
+    assert te["inputs"]["clip"] == [ck_id, 1] and te["inputs"]["dape_embeds"] == [tg_id, 2]
+    assert ap["inputs"]["positive"] == [te_id, 0] and ap["inputs"]["negative"] == [te_id, 1]
+    assert ap["inputs"]["dape_embeds"] == [tg_id, 2]
+    assert not [v for v in wf.values() if v["class_type"] in ("SeeSRPrompt", "CLIPTextEncode")]
+    fr_id, fr = _by_type(wf, "SeeSRFinalResize")
+    cf_id, _ = _by_type(wf, "ARColorFix")
+    _, save = _by_type(wf, "SaveImage")
+    assert fr["inputs"] == {"image": [cf_id, 0], "seesr_size": [lr_id, 2]} and save["inputs"]["images"] == [fr_id, 0]
     tiled = [v for v in wf.values() if v["class_type"] == "SeeSRTiledSampling"]
     if name == "seesr_x4":
         assert not tiled and ks["inputs"]["model"] == [ap_id, 0]
