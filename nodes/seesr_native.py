@@ -91,7 +91,9 @@ class SeeSRApply(io.ComfyNode):
             description="Makes an SD-2 MODEL + conditioning sample SeeSR: RCA image cross-attention (DAPE "
                         "embeddings) after every UNet transformer, and SeeSR's ControlNet on the LR condition image "
                         "attached to positive and negative. Sample with core KSampler (denoise 1.0) from the "
-                        "VAE-encoded LR image (SeeSR LR Embedding).",
+                        "VAE-encoded LR image (SeeSR LR Embedding). In a batch, DAPE embedding i and condition image i "
+                        "go with latent image i (one of each serves every image); a DAPE batch or width that does "
+                        "not fit, or a v-prediction MODEL, is an error.",
             inputs=[
                 io.Model.Input("model", tooltip="SD-2-base-compatible MODEL (Load Checkpoint: 512-base-ema, SD-Turbo; "
                                                 "or the SeeSR release UNet via Load Diffusion Model). LoRA/FreeU may "

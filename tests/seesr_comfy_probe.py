@@ -66,19 +66,22 @@ def main() -> int:
     from aware_restore.nodes import seesr_native as native
 
     torch.set_num_threads(a.threads)
-    import comfy.memory_management
+    import importlib.util
 
+    has_mem = importlib.util.find_spec("comfy.memory_management") is not None  # absent before DynamicVRAM
     models = Path(a.models)
     model, _, _, _ = comfy.sd.load_checkpoint_guess_config(str(models / "512-base-ema.safetensors"),
                                                            output_vae=False, output_clip=False)
     seesr = native.load_native(models / "seesr", "fp32")
-    lazy = {"core_has_lazy_ops": hasattr(comfy.memory_management, "aimdo_enabled")}
+    lazy = {"core_has_lazy_ops": has_mem and hasattr(importlib.import_module("comfy.memory_management"),
+                                                     "aimdo_enabled")}
     if "dynamic_loading" in a.cases and lazy["core_has_lazy_ops"]:
         # The RCA blocks rebuilt with DynamicVRAM's lazy comfy.ops (Linear weights made when the state dict is
         # loaded) through the loader's own path; the ControlNet stays core's (forcing core's lazy mode on a CPU
         # would leave its file-dtype weights uncast: core casts them only in its dynamic patcher, on a GPU).
         import dataclasses
 
+        import comfy.memory_management
         import comfy.ops
         from aware_restore.core.seesr import load_native_parts
         from aware_restore.nodes import seesr_patch

@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.integration,
 
 LOG_FAILURES = ("IMPORT FAILED", "Traceback (most recent call last)", "Error while calling comfy_entrypoint",
                 "Cannot import", "did not return")
+NEWEST = "COMFYUI_NEW_DIR" if "COMFYUI_NEW_DIR" in COMFYUIS else "COMFYUI_DIR"  # the double follows this one
 SEESR_OUTPUTS: dict[tuple[str, str], bytes] = {}  # (ComfyUI, workflow/run name) -> saved PNG bytes
 
 
@@ -434,7 +435,10 @@ def test_double_core_nodes_match_comfyui(server):
         ours = cls.GET_NODE_INFO_V1()
         node_id = cls.GET_SCHEMA().node_id
         real = info[node_id]
-        assert real["output"] == ours["output"], node_id
+        if server["which"] == NEWEST:
+            assert real["output"] == ours["output"], node_id
+        else:  # an older core: the double (which follows the newest) may add outputs after the real ones
+            assert ours["output"][:len(real["output"])] == real["output"], node_id
         for section in ("required", "optional"):
             r, o = real["input"].get(section, {}), json.loads(json.dumps(ours["input"].get(section, {})))
             assert set(r) == set(o), (node_id, section, set(r) ^ set(o))
