@@ -1,6 +1,8 @@
 """Every family at real size (random weights, shapes from the official key lists / configs) in fp16 and bf16 on a
 GPU: time per image or per step and peak memory, plus the large cases — IR-SDE one step at 1024² and 2048² in the
-exact low-memory mode and SeeSR ×4 to 2048² (latent 256², tiles 96/32). Prints a table, writes
+exact low-memory mode and SeeSR ×4 to 2048² (latent 256², tiles 96/32) — and SeeSR native in a real ComfyUI with
+DynamicVRAM on and off (``--comfyui``, default ``$COMFYUI_NEW_DIR`` / ``$COMFYUI_DIR``; its Python is
+``<checkout>/.venv/bin/python`` when present; skipped without a ComfyUI). Prints a table, writes
 ``benchmarks/results/gpu_suite_<device>.json``. Sized to finish within 8 minutes on one recent GPU.
 
     python benchmarks/gpu_suite.py                          # CUDA, fp16 + bf16, real sizes
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -139,7 +143,11 @@ def case_ram(q, dev, dt):
 
 
 def _seesr_step(q, dev, dt, latent: int, tile: int | None):
-    from aware_restore.core.seesr.sampler import SamplerOptions, build_conditioning, predict_noise
+    from aware_restore.core.seesr.sampler import (
+        SamplerOptions,
+        build_conditioning,
+        predict_noise,
+    )
 
     unet, cn, ctx_dim = seesr_models(q, dev, dt)
     h = w = latent
@@ -160,6 +168,47 @@ def case_seesr_step(q, dev, dt):
 def case_seesr_x4_2048(q, dev, dt):
     lat, tile = (24, 16) if q else (256, 96)
     return _seesr_step(q, dev, dt, lat, tile), 1, f"step, latent {lat}² (x4 to {8 * lat}²), tiles {tile}/{tile // 3}"
+
+
+COMFYUI: dict[str, str | None] = {"dir": None}  # set by main (--comfyui)
+
+
+class Skipped(Exception):
+    """A case that cannot run here (e.g. no ComfyUI given)."""
+
+
+def case_seesr_native_dvram(mode: str):
+    """SeeSR native (patched core MODEL + SeeSR ControlNet, one CFG denoiser call through comfy.samplers.sample) in
+    a real ComfyUI, DynamicVRAM ``mode`` on/off, in a subprocess (benchmarks/seesr_native_dvram.py)."""
+    def case(q, dev, dt):
+        comfy_dir = COMFYUI["dir"]
+        if not comfy_dir:
+            raise Skipped("no ComfyUI (--comfyui / COMFYUI_NEW_DIR)")
+        venv = Path(comfy_dir) / ".venv" / "bin" / "python"
+        python = str(venv) if venv.exists() else sys.executable
+        if q:  # the test kit's SD-2 checkpoint and SeeSR folder (reduced UNet, real CLIP/VAE widths), cached
+            kit_env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                p for p in (str(ROOT / "tests"), os.environ.get("PYTHONPATH")) if p))
+            found = subprocess.run([sys.executable, "-c", "from kit.seesr import real_models; print(real_models())"],
+                                   env=kit_env, capture_output=True, text=True, check=True, timeout=1800)
+            models, latent = Path(found.stdout.strip().splitlines()[-1]), 16
+        else:
+            models, latent = Path(os.environ.get("SEESR_MODELS", ROOT / "models")), 64
+        name = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dt]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (comfy_dir, os.environ.get("PYTHONPATH")) if p))
+        cmd = [python, str(ROOT / "benchmarks" / "seesr_native_dvram.py"), "--comfy", comfy_dir, "--models",
+               str(models), "--mode", mode, "--device", dev.type, "--dtype", name, "--latent", str(latent),
+               "--repeats", "1" if q else "3"]
+
+        def run():
+            res = subprocess.run(cmd, cwd=comfy_dir, env=env, capture_output=True, text=True, timeout=1200,
+                                 check=False)
+            if res.returncode:
+                raise RuntimeError(f"seesr_native_dvram.py failed: {(res.stdout + res.stderr)[-1500:]}")
+            return json.loads(res.stdout.strip().splitlines()[-1])
+        run.once = True  # the worker times its own repeats
+        return run, 1, f"native CFG call, latent {latent}², DynamicVRAM {mode}"
+    return case
 
 
 def case_ssen(paper: bool):
@@ -183,6 +232,8 @@ CASES: dict[str, Callable] = {
     "seesr_x4_2048": case_seesr_x4_2048,
     "ssen_shipped": case_ssen(False),
     "ssen_paper_size": case_ssen(True),
+    "seesr_native_dvram_off": case_seesr_native_dvram("off"),
+    "seesr_native_dvram_on": case_seesr_native_dvram("on"),
 }
 
 
@@ -207,12 +258,16 @@ def run_case(name: str, quick: bool, dev: torch.device, dtype: torch.dtype, repe
     build = time.perf_counter() - t0
     times = []
     with torch.inference_mode():
-        for _ in range(repeats + 1):
+        for _ in range(1 if getattr(fn, "once", False) else repeats + 1):
             _sync(dev)
             t = time.perf_counter()
             out = fn()
             _sync(dev)
             times.append(time.perf_counter() - t)
+    if isinstance(out, dict):  # a subprocess case reports its own numbers
+        return {"case": name, "what": what, "dtype": str(dtype).replace("torch.", ""), "seconds": out["seconds"],
+                "per": per, "seconds_per_item": out["seconds"] / per, "peak_mb": out["peak_mb"], "build_s": build,
+                "finite": out["finite"], **{k: out[k] for k in ("dynamic_vram", "patcher") if k in out}}
     tensors = [out] if isinstance(out, torch.Tensor) else [v for v in getattr(out, "__dict__", {}).values()
                                                            if isinstance(v, torch.Tensor)]
     finite = all(bool(torch.isfinite(v.float()).all()) for v in tensors)
@@ -230,7 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny models and inputs: the same code paths, CI-sized")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 3; --quick: 1)")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/gpu_suite_<device>.json)")
+    ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_NEW_DIR") or os.environ.get("COMFYUI_DIR"),
+                    help="a ComfyUI checkout for the seesr_native_dvram cases (skipped without one)")
     args = ap.parse_args(argv)
+    COMFYUI["dir"] = args.comfyui
     try:  # diffusers warns about casting whole models with .to(); the suite casts on purpose
         from diffusers.utils import logging as dlog
 
@@ -251,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             try:
                 row = run_case(name, args.quick, dev, DTYPES[dname], repeats)
+            except Skipped as exc:
+                row = {"case": name, "dtype": dname, "skipped": str(exc)}
             except torch.OutOfMemoryError as exc:
                 row = {"case": name, "dtype": dname, "error": f"out of memory: {str(exc).splitlines()[0]}"}
             except Exception as exc:  # noqa: BLE001 - a broken case is reported, the suite goes on
@@ -270,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _line(r: dict) -> str:
+    if "skipped" in r:
+        return f"{r['case']:16} {r['dtype']:9} skipped: {r['skipped']}"
     if "error" in r:
         return f"{r['case']:16} {r['dtype']:9} ERROR {r['error'][:120]}"
     return (f"{r['case']:16} {r['dtype']:9} {r['seconds_per_item'] * 1000:10.1f} ms/{('image' if r['per'] > 1 or r['what'] == 'image' else 'call'):5}"

@@ -119,7 +119,11 @@ def blend_window(h: int, w: int, blend: str = "gaussian", overlap: int = 0,
 
 
 def is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError)
+    """Out of memory: ``torch.OutOfMemoryError``, or an accelerator error saying so (as ComfyUI's ``is_oom``)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    accel = getattr(torch, "AcceleratorError", None)
+    return accel is not None and isinstance(exc, accel) and "out of memory" in str(exc).lower()
 
 
 def retry_on_oom(run: Callable[[int | None], torch.Tensor], tile: int | None, full: int, min_tile: int = 64,

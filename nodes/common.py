@@ -220,8 +220,20 @@ def load_models(*items: tuple[ModelPayload, int]) -> list[torch.nn.Module]:
 
 
 # ----------------------------------------------------------------------------------------------- progress
+# Interrupts, OOM and progress follow core's current helpers, found by feature test (never by version):
+# ``InterruptProcessingException`` is a BaseException in newer cores (``except Exception`` never swallows it; the
+# pack's loops only catch Exception), ``mm.is_oom`` also knows accelerator "out of memory" errors, and newer
+# ProgressBars throttle what they send (the pack updates on every step and lets core decide).
+def is_oom(exc: BaseException) -> bool:
+    """Core's out-of-memory test (``mm.is_oom`` where it exists, else its ``OOM_EXCEPTION``)."""
+    test = getattr(mm, "is_oom", None)
+    if callable(test):
+        return bool(test(exc))
+    return isinstance(exc, getattr(mm, "OOM_EXCEPTION", torch.OutOfMemoryError))
+
+
 def progress_callback(total: int = 1) -> Progress:
-    """``progress(done, total)`` driving a ComfyUI ProgressBar; raises if the user interrupted."""
+    """``progress(done, total)`` driving a ComfyUI ProgressBar; raises core's interrupt if the user interrupted."""
     bar = comfy.utils.ProgressBar(max(int(total), 1))
 
     def progress(done: int, total_: int) -> None:

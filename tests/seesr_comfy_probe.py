@@ -7,9 +7,13 @@ Run by ``tests/test_comfyui_integration.py`` in its own process (ComfyUI on ``sy
 For each case one denoiser evaluation goes through the real ``comfy.samplers.sample`` (a one-evaluation KSAMPLER
 function; a ``CALC_COND_BATCH`` wrapper in front of everything captures the denoised cond / uncond): the core MODEL
 from ``load_checkpoint_guess_config`` patched by ``SeeSRApply`` (+ ``SeeSRTiledSampling``), vs
-``core.seesr.sampler.predict_noise`` with the diffusers UNet + ControlNet (+ RCA) from the SeeSR folder. Reported:
-max |Δε| for cond and uncond, the ε scale, the start-point error of the first UNet input against
-``√ᾱ·z + ε`` and seconds per evaluation on both sides. fp32, CPU.
+``core.seesr.sampler.predict_noise`` with the diffusers UNet + ControlNet (+ RCA) from the SeeSR folder, per latent
+row (row i with image i's text, DAPE embeddings and hint). Reported: max |Δε| for cond, uncond and the CFG result
+(cfg 5.5), the ε scale, the start-point error of the first UNet input against ``√ᾱ·z + ε`` and seconds per
+evaluation on both sides. The ``batch2_rows`` case samples two different images at once (ComfyUI stacks cond and
+uncond: a model batch of 4) and also reports how far row 0 would be off with row 1's embeddings. The
+``dynamic_loading`` case loads SeeSR with core's lazy-weight ``comfy.ops`` (DynamicVRAM's mode, forced on CPU where
+the core has it) and repeats ``control``. fp32, CPU.
 """
 
 from __future__ import annotations
@@ -22,13 +26,17 @@ import time
 from pathlib import Path
 
 CASES = {
-    # name: (latent h, w, control strength, tile (0 = off), overlap, start sigma index of 50 "normal" steps)
-    "control": (16, 16, 1.0, 0, 0, 0),
-    "no_control": (16, 16, 0.0, 0, 0, 0),
-    "control_t_mid": (16, 16, 1.0, 0, 0, 25),
-    "tiling_on_latent_fits_one_tile": (16, 16, 1.0, 16, 8, 0),
-    "tiled_6_tiles": (24, 32, 1.0, 16, 8, 0),
+    # name: (latent h, w, control strength, tile (0 = off), overlap, start sigma index of 50 "normal" steps, batch)
+    "control": (16, 16, 1.0, 0, 0, 0, 1),
+    "no_control": (16, 16, 0.0, 0, 0, 0, 1),
+    "control_t_mid": (16, 16, 1.0, 0, 0, 25, 1),
+    "tiling_on_latent_fits_one_tile": (16, 16, 1.0, 16, 8, 0, 1),
+    "tiled_6_tiles": (24, 32, 1.0, 16, 8, 0, 1),
+    "batch2_rows": (16, 16, 1.0, 0, 0, 0, 2),
+    "batch2_rows_tiled": (24, 32, 1.0, 16, 8, 0, 2),
+    "dynamic_loading": (16, 16, 1.0, 0, 0, 0, 1),
 }
+CFG = 5.5
 
 
 def main() -> int:
@@ -58,16 +66,49 @@ def main() -> int:
     from aware_restore.nodes import seesr_native as native
 
     torch.set_num_threads(a.threads)
+    import importlib.util
+
+    has_mem = importlib.util.find_spec("comfy.memory_management") is not None  # absent before DynamicVRAM
     models = Path(a.models)
     model, _, _, _ = comfy.sd.load_checkpoint_guess_config(str(models / "512-base-ema.safetensors"),
                                                            output_vae=False, output_clip=False)
     seesr = native.load_native(models / "seesr", "fp32")
+    lazy = {"core_has_lazy_ops": has_mem and hasattr(importlib.import_module("comfy.memory_management"),
+                                                     "aimdo_enabled")}
+    if "dynamic_loading" in a.cases and lazy["core_has_lazy_ops"]:
+        # The RCA blocks rebuilt with DynamicVRAM's lazy comfy.ops (Linear weights made when the state dict is
+        # loaded) through the loader's own path; the ControlNet stays core's (forcing core's lazy mode on a CPU
+        # would leave its file-dtype weights uncast: core casts them only in its dynamic patcher, on a GPU).
+        import dataclasses
+
+        import comfy.memory_management
+        import comfy.ops
+        from aware_restore.core.seesr import load_native_parts
+        from aware_restore.nodes import seesr_patch
+
+        before = comfy.memory_management.aimdo_enabled
+        comfy.memory_management.aimdo_enabled = True
+        try:
+            cpu = torch.device("cpu")
+            rca, patcher = native.build_rca(load_native_parts(models / "seesr"), comfy.ops.manual_cast,
+                                            seesr_patch._attention(), native.core_patcher_class(), cpu, cpu,
+                                            "probe")
+        finally:
+            comfy.memory_management.aimdo_enabled = before
+        base = seesr.descriptor.model
+        lazy_native = native.SeeSRNative(rca, patcher, base.control, base.unet_config, base.controlnet_config)
+        seesr_lazy = dataclasses.replace(seesr, patcher=patcher,
+                                         descriptor=dataclasses.replace(seesr.descriptor, model=lazy_native))
+        linears = [m for m in rca.modules() if isinstance(m, torch.nn.Linear)]
+        lazy.update(linear_layers=len(linears),
+                    built_lazily=sum(hasattr(m, "comfy_need_lazy_init_bias") for m in linears),
+                    patcher=type(patcher).__name__)
     unet, cn = load_seesr(models / "seesr", dtype=torch.float32)
     ms = model.get_model_object("model_sampling")
     results = {"comfyui": a.comfy, "model_config": type(model.model.model_config).__name__,
-               "model_type": model.model.model_type.name, "cases": {}}
+               "model_type": model.model.model_type.name, "dynamic_loading": lazy, "cases": {}}
 
-    def one_eval(m, pos, neg, latent, seed, sigmas, cfg=5.5):
+    def one_eval(m, pos, neg, latent, seed, sigmas, cfg=CFG):
         cap = {}
 
         def grab(executor, mdl, conds, x_in, timestep, model_options):
@@ -92,12 +133,15 @@ def main() -> int:
 
     g = torch.Generator().manual_seed(5)
     for name in a.cases.split(","):
-        h, w, strength, tile, overlap, start = CASES[name]
-        lat = torch.randn(1, 4, h, w, generator=g)  # unscaled, as VAEEncode gives
-        hint = torch.rand(1, 8 * h, 8 * w, 3, generator=g)  # IMAGE
-        tp, tn = torch.randn(1, 77, 1024, generator=g), torch.randn(1, 77, 1024, generator=g)
-        states = torch.randn(1, 145, 512, generator=g)
-        m, pos, neg = native.SeeSRApply.execute(model, [[tp, {}]], [[tn, {}]], seesr, DapeEmbeds(states, ("",)),
+        h, w, strength, tile, overlap, start, batch = CASES[name]
+        if name == "dynamic_loading" and not lazy["core_has_lazy_ops"]:
+            continue
+        lat = torch.randn(batch, 4, h, w, generator=g)  # unscaled, as VAEEncode gives
+        hint = torch.rand(batch, 8 * h, 8 * w, 3, generator=g)  # IMAGE
+        tp, tn = torch.randn(batch, 77, 1024, generator=g), torch.randn(1, 77, 1024, generator=g)
+        states = torch.randn(batch, 145, 512, generator=g)
+        sm = seesr_lazy if name == "dynamic_loading" else seesr
+        m, pos, neg = native.SeeSRApply.execute(model, [[tp, {}]], [[tn, {}]], sm, DapeEmbeds(states, ("",) * batch),
                                                 hint, strength).args
         if tile:
             m = native.SeeSRTiledSampling.execute(m, tile, overlap).args[0]
@@ -115,20 +159,29 @@ def main() -> int:
             if start == 0 else None
         opts = SamplerOptions(tile_size=tile or None, tile_overlap=overlap, tile_batch=1, control_scale=strength)
         cond_bchw = hint.movedim(-1, 1)
+
+        def ref(row, text, emb_row, x_vp=x_vp, t=t, states=states, cond_bchw=cond_bchw, opts=opts):
+            return predict_noise(unet, cn, x_vp[row:row + 1], t, Conditioning(text, states[emb_row:emb_row + 1],
+                                                                             cond_bchw[row:row + 1]), opts)
+
         with torch.inference_mode():
-            ref_pos = predict_noise(unet, cn, x_vp, t, Conditioning(tp, states, cond_bchw), opts)
+            ref_pos = torch.cat([ref(i, tp[i:i + 1], i) for i in range(batch)])
             t2 = time.perf_counter()
-            ref_neg = predict_noise(unet, cn, x_vp, t, Conditioning(tn, states, cond_bchw), opts)
-        t3 = time.perf_counter()
+            ref_neg = torch.cat([ref(i, tn, i) for i in range(batch)])
+            t3 = time.perf_counter()
+            swapped = ref(0, tp[:1], 1) if batch > 1 else None
         eps = [(x - o) / sig for o in cap["conds_out"]]
-        ref_cfg = ref_neg + 5.5 * (ref_pos - ref_neg)
-        r = {"latent": [h, w], "control_strength": strength, "tile": tile, "overlap": overlap, "sigma": sig, "t": t,
+        ref_cfg = ref_neg + CFG * (ref_pos - ref_neg)
+        r = {"latent": [h, w], "batch": batch, "control_strength": strength, "tile": tile, "overlap": overlap,
+             "sigma": sig, "t": t, "cfg": CFG,
              "max_abs_eps_cond": (eps[0] - ref_pos).abs().max().item(),
              "max_abs_eps_uncond": (eps[1] - ref_neg).abs().max().item(),
              "max_abs_eps_cfg": ((x - cap["denoised"]) / sig - ref_cfg).abs().max().item(),
              "eps_scale": ref_pos.abs().max().item(), "start_point_err": start_err,
              "native_s_per_cfg_eval": t1 - t0, "diffusers_s_per_cfg_eval": (t3 - t1),
-             "diffusers_s_per_cond_eval": t2 - t1}
+             "diffusers_s_per_cond_eval": (t2 - t1) / batch}
+        if swapped is not None:  # row 0 against image 1's embeddings: what a row mix-up would cost
+            r["row0_vs_row1_embeds_max_abs_eps"] = (eps[0][:1] - swapped).abs().max().item()
         if name == "control":  # the RCA matters (the comparison is not vacuous): the same MODEL without RCA
             m0 = m.clone()
             m0.remove_wrappers_with_key(pe.WrappersMP.DIFFUSION_MODEL, native.KEY)

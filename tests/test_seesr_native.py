@@ -281,6 +281,10 @@ def test_blend_latent_tiles_is_exact_for_pointwise_functions_and_lists():
 
 
 # ----------------------------------------------------------------------------------------------- node layer
+# Stand-ins for ComfyUI's UNet and cldm ControlNet that compute with real numbers: each transformer path reads a
+# feature made from the input latent (1×1 conv in), the stand-in SpatialTransformer transforms it, and its result
+# is projected back and summed into the output, so the RCA block hung after it changes the output by an amount
+# the test recomputes by hand, row by row.
 class SpatialTransformer(nn.Module):
     """Stand-in for ComfyUI's SpatialTransformer (matched by class name): a 1×1 conv."""
 
@@ -293,71 +297,133 @@ class SpatialTransformer(nn.Module):
         return self.conv(x)
 
 
-class FakeUNet(nn.Module):
-    """Transformers at the LDM paths of the fixture config (channels 32 / 64), applied one after the other on
-    channel-sliced features (shape checks only; the numbers are checked in a real ComfyUI)."""
-
-    def __init__(self, entries, extra=()):
-        super().__init__()
-        self.paths = [e.ldm_path for e in entries] + list(extra)
-        for e in entries:
-            _place(self, e.ldm_path, SpatialTransformer(e.spec.channels))
-        for p in extra:
-            _place(self, p, SpatialTransformer(32))
-
-    def forward(self, x, timesteps=None, context=None, y=None, control=None, transformer_options=None):
-        outs = []
-        for p in self.paths:
-            m = self.get_submodule(p)
-            outs.append(m(torch.ones(x.shape[0], m.in_channels, 4, 4)).mean())
-        return x + torch.stack(outs).sum()
-
-
 def _place(root, dotted, module):
     from aware_restore.core.seesr.rca import _place as place
 
     place(root, dotted, module)
 
 
+class _Paths(nn.Module):
+    """Transformers at LDM paths, each between a 1×1 conv from the 4 latent channels and one back."""
+
+    def __init__(self, entries, extra=(), seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.paths = [(e.ldm_path, e.spec.channels) for e in entries] + [(p, 32) for p in extra]
+        self.ins, self.outs = nn.ModuleList(), nn.ModuleList()
+        for p, c in self.paths:
+            _place(self, p, SpatialTransformer(c))
+            self.ins.append(nn.Conv2d(4, c, 1))
+            self.outs.append(nn.Conv2d(c, 4, 1))
+
+    def run(self, x, after=None):
+        """Σ_p out_p(ST_p(in_p(x))); ``after(path, h)`` (the reference) transforms each transformer's output."""
+        total = torch.zeros_like(x)
+        for (p, _), cin, cout in zip(self.paths, self.ins, self.outs):
+            h = self.get_submodule(p)(cin(x))
+            if after is not None:
+                h = after(p, h)
+            total = total + cout(h)
+        return total
+
+
+class FakeUNet(_Paths):
+    def forward(self, x, timesteps=None, context=None, y=None, control=None, transformer_options=None):
+        return x + self.run(x)
+
+
 class FakeBaseModel(nn.Module):
-    def __init__(self, unet):
+    def __init__(self, unet, model_type="EPS"):
         super().__init__()
         self.diffusion_model = unet
+        self.model_type = type("ModelType", (), {"name": model_type})()
+
+
+class FakeCldm(_Paths):
+    dtype = torch.float32
+
+    def __init__(self, entries):
+        super().__init__(entries, seed=1)
+        self.calls = []
+
+    def forward(self, x, hint, timesteps, context, y=None, **kwargs):
+        self.calls.append({"x": x, "hint": hint, "t": timesteps, "context": context})
+        r = self.run(x)
+        return {"output": [r, r * 2], "middle": [r * 3 + hint.mean()]}
+
+
+def _reference(paths, rca, x, rows):
+    """``paths.run`` with RCA block ``rca[path]`` after each transformer, image states ``rows`` [batch, N, 512]."""
+    blocks = {e.ldm_path: b for e, b in rca.blocks()}
+    return paths.run(x, after=lambda p, h: blocks[p](h, rows) if p in blocks else h)
 
 
 @pytest.fixture(scope="module")
 def native(parts, comfy_env):
+    import comfy.controlnet
     import comfy.model_patcher
-    from aware_restore.nodes import seesr_native as sn
-
-    cn_entries = parts.controlnet_rca.entries
-
-    class FakeCldm(nn.Module):
-        dtype = torch.float32
-
-        def __init__(self):
-            super().__init__()
-            for e in cn_entries:
-                _place(self, e.ldm_path, SpatialTransformer(e.spec.channels))
-            self.calls = []
-
-        def forward(self, x, hint, timesteps, context, y=None, **kwargs):
-            self.calls.append({"x": x, "hint": hint, "t": timesteps, "context": context})
-            for e in cn_entries:
-                self.get_submodule(e.ldm_path)(torch.ones(x.shape[0], e.spec.channels, 2, 2))
-            return {"output": [x.clone(), x.clone() * 2], "middle": [x.clone() * 3]}
-
-    holder = sn.ControlHolder(FakeCldm(), parts.controlnet_rca)
-    cp = comfy.model_patcher.ModelPatcher(holder, torch.device("cpu"), torch.device("cpu"))
-    nat = sn.SeeSRNative(parts.unet_rca, cp, None, parts.unet_config, parts.controlnet_config)
+    import comfy.ops
     from aware_restore.core.arch import ModelDescriptor
+    from aware_restore.nodes import seesr_native as sn
     from aware_restore.nodes.common import ModelPayload
 
-    up = comfy.model_patcher.ModelPatcher(parts.unet_rca, torch.device("cpu"), torch.device("cpu"))
-    payload = ModelPayload(up, ModelDescriptor(nat, "seesr", "SeeSR", {}), "seesr")
+    cpu = torch.device("cpu")
+    rca, patcher = sn.build_rca(parts, comfy.ops.manual_cast, None, sn.core_patcher_class(), cpu, cpu, "fixture")
+    control = comfy.controlnet.ControlNet(FakeCldm(parts.controlnet_rca.entries), load_device=cpu)
+    nat = sn.SeeSRNative(rca, patcher, control, parts.unet_config, parts.controlnet_config)
+    payload = ModelPayload(patcher, ModelDescriptor(nat, "seesr", "SeeSR", {}), "seesr")
     unet = FakeUNet(parts.unet_rca.entries)
-    model = comfy.model_patcher.ModelPatcher(FakeBaseModel(unet), torch.device("cpu"), torch.device("cpu"))
+    model = comfy.model_patcher.ModelPatcher(FakeBaseModel(unet), cpu, cpu)
     return sn, payload, model
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_rca_blocks_load_strictly_with_comfy_ops_also_when_weights_are_lazy(parts, comfy_env, monkeypatch, lazy):
+    """DynamicVRAM's comfy.ops create Linear weights only when the state dict is loaded: a module built that way
+    has no Linear weights in state_dict(), so a check against it would call every weight unexpected. The loader
+    checks the file against the plain blocks (config shapes) and loads the ComfyUI-ops blocks strictly."""
+    import comfy.memory_management
+    import comfy.ops
+    from aware_restore.core.errors import StrictLoadError
+    from aware_restore.nodes import seesr_native as sn
+
+    monkeypatch.setattr(comfy.memory_management, "aimdo_enabled", lazy)
+    probe = RCASet(parts.unet_rca.entries, ops=comfy.ops.manual_cast, device="meta")
+    probe_keys, full_keys = set(probe.state_dict()), set(parts.unet_rca.state_dict())
+    if lazy:  # what a check against state_dict() would have seen: every Linear tensor "unexpected"
+        assert all(m.weight is None for m in probe.modules() if isinstance(m, nn.Linear))
+        linear = {n for n, m in probe.named_modules() if isinstance(m, nn.Linear)}
+        assert full_keys - probe_keys == {k for k in full_keys if k.rsplit(".", 1)[0] in linear}
+        assert len(linear) == 12 * len(probe.entries) - (2 * len(probe.entries) if not probe.entries[0].spec.linear
+                                                         else 0) and not probe_keys - full_keys
+    else:
+        assert probe_keys == full_keys
+    cpu = torch.device("cpu")
+    rca, patcher = sn.build_rca(parts, comfy.ops.manual_cast, None, sn.core_patcher_class(), cpu, cpu, "fixture")
+    assert patcher.model is rca
+    got = rca.unet.state_dict()
+    for k, v in parts.unet_rca.state_dict().items():
+        assert torch.equal(got[k], v), k
+    for k, v in parts.controlnet_rca.state_dict().items():
+        assert torch.equal(rca.controlnet.state_dict()[k], v), k
+    ctx = torch.randn(2, 145, 512)
+    with torch.no_grad():
+        for (e, ours), (_, ref) in zip(rca.unet.blocks(), parts.unet_rca.blocks()):
+            x = torch.randn(2, e.spec.channels, 3, 5)
+            torch.testing.assert_close(ours(x, ctx), ref(x, ctx), atol=0, rtol=0)
+
+    class Missing:  # the plain blocks without one tensor: a strict error naming it
+        def __init__(self, rca_set):
+            self.entries, self._s = rca_set.entries, rca_set
+
+        def state_dict(self):
+            sd = dict(self._s.state_dict())
+            sd.pop("mid_block.image_attentions.0.transformer_blocks.0.attn2.to_k.weight")
+            return sd
+
+    bad = type("Parts", (), {"unet_rca": Missing(parts.unet_rca), "controlnet_rca": parts.controlnet_rca})()
+    with pytest.raises(StrictLoadError, match="attn2.to_k.weight"):
+        sn.build_rca(bad, comfy.ops.manual_cast, None, sn.core_patcher_class(), cpu, cpu, "fixture")
 
 
 def test_seesr_apply_patches_a_clone_and_shares_the_control(native):
@@ -365,55 +431,111 @@ def test_seesr_apply_patches_a_clone_and_shares_the_control(native):
     from aware_restore.core.ram import DapeEmbeds
 
     sn, payload, model = native
-    prev = object.__new__(sn.SeeSRControl)  # a previous control on the positive only
-    sn.SeeSRControl.__init__(prev, payload.descriptor.model, torch.zeros(1, 4, 512))
+    nat = payload.descriptor.model
+    prev = sn.SeeSRControl(nat, torch.zeros(1, 4, 512))  # a previous control on the positive only
     pos = [[torch.randn(1, 77, 32), {"control": prev}], [torch.randn(1, 77, 32), {}]]
     neg = [[torch.randn(1, 77, 32), {}]]
     emb = DapeEmbeds(torch.randn(1, 145, 512), ("a",))
     image = torch.rand(1, 32, 48, 3)
     m, p2, n2 = sn.SeeSRApply.execute(model, pos, neg, payload, emb, image, 0.7, 0.1, 0.9).args
-    assert m is not model and not model.wrappers and m.get_additional_models_with_key(sn.KEY) == [payload.patcher]
+    assert m is not model and not model.wrappers and m.get_additional_models_with_key(sn.KEY) == [nat.rca_patcher]
     assert len(m.get_wrappers(pe.WrappersMP.DIFFUSION_MODEL, sn.KEY)) == 1
     assert p2[0][1]["control"].previous_controlnet is prev
     assert p2[1][1]["control"] is n2[0][1]["control"]  # same previous (none) → one object → cond/uncond batch
     c = n2[0][1]["control"]
     assert c.strength == 0.7 and c.timestep_percent_range == (0.1, 0.9) and "control" not in neg[0][1]
-    assert c.get_models()[-1] is payload.descriptor.model.control_patcher
+    # the ControlNet stays under core's own patcher; the RCA blocks come with it
+    assert c.get_models()[-2:] == [nat.rca_patcher, nat.control.control_model_wrapped]
+    assert c.multigpu_clones == {}
+    with pytest.raises(InputError, match="multi-GPU"):
+        c.deepclone_multigpu(torch.device("cpu"))
     # applying again replaces the RCA wrapper (never RCA twice)
     m2 = sn.SeeSRApply.execute(m, p2, n2, payload, emb, image).args[0]
     assert len(m2.get_wrappers(pe.WrappersMP.DIFFUSION_MODEL, sn.KEY)) == 1
     # a UNet of another shape is refused
     bad = model.clone()
-    bad.model = FakeBaseModel(FakeUNet(payload.descriptor.model.unet_rca.entries[:-1], extra=["output_blocks.9.1"]))
+    bad.model = FakeBaseModel(FakeUNet(nat.unet_rca.entries[:-1], extra=["output_blocks.9.1"]))
     with pytest.raises(WrongModelError, match="SD-2-base-compatible"):
         sn.SeeSRApply.execute(bad, pos, neg, payload, emb, image)
     with pytest.raises(InputError, match="after end_percent"):
         sn.SeeSRApply.execute(model, pos, neg, payload, emb, image, 1.0, 0.8, 0.2)
 
 
-def test_rca_wrapper_runs_rca_after_each_transformer_for_one_call(native):
+BAD_APPLY = {
+    # name: (what to change, error class, message pattern naming the socket(s))
+    "v_prediction_model": ("v", WrongModelError, r"'model' input predicts V_PREDICTION"),
+    "dape_width_768": ("width", InputError, r"'dape_embeds' input is 768 wide but the 'seesr_model'"),
+    "dape_batch_3_image_batch_2": ("batch", InputError, r"'dape_embeds' input holds 3 images but the 'image'"),
+    "dape_nan": ("nan", InputError, r"'dape_embeds' input holds NaN"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_APPLY))
+def test_seesr_apply_refuses_bad_dape_embeddings_and_v_models(native, case):
+    from aware_restore.core.ram import DapeEmbeds
+
+    sn, payload, model = native
+    change, err, pattern = BAD_APPLY[case]
+    states, image = torch.randn(2, 145, 512), torch.rand(2, 32, 48, 3)
+    if change == "v":
+        model = model.clone()
+        model.model = FakeBaseModel(model.model.diffusion_model, "V_PREDICTION")
+    elif change == "width":
+        states = torch.randn(2, 145, 768)
+    elif change == "batch":
+        states = torch.randn(3, 145, 512)
+    else:
+        states[1, 3, 5] = float("nan")
+    with pytest.raises(err, match=pattern):
+        sn.SeeSRApply.execute(model, [[torch.randn(1, 77, 32), {}]], [[torch.randn(1, 77, 32), {}]], payload,
+                              DapeEmbeds(states, ("a",) * max(states.shape[0], 1)), image)
+
+
+def test_dape_rows_map_embedding_i_to_latent_row_i_in_every_chunk():
+    from aware_restore.nodes.seesr_patch import dape_rows
+
+    s = torch.arange(3.0).reshape(3, 1, 1)
+    assert dape_rows(s, 6, 2).flatten().tolist() == [0, 1, 2, 0, 1, 2]  # cond rows 0..2, then uncond rows 0..2
+    assert dape_rows(s, 3, 1).flatten().tolist() == [0, 1, 2]
+    assert dape_rows(s[:1], 6, 2).flatten().tolist() == [0] * 6  # one set of embeddings for every image
+    with pytest.raises(InputError, match="'dape_embeds' input holds 3 images but the 'latent_image' batch has 2"):
+        dape_rows(s, 4, 2)
+    with pytest.raises(InputError, match="'image' input holds 3 images"):
+        dape_rows(s, 8, 2, what="image")
+    with pytest.raises(InputError, match="equal cond/uncond chunks"):
+        dape_rows(s, 7, 2)
+
+
+def test_rca_wrapper_conditions_latent_row_i_on_dape_row_i_under_cfg(native):
+    """Two latent images, cond + uncond stacked (ComfyUI's batch of 4, cond_or_uncond [0, 1]): each output row is
+    the UNet with RCA on that image's DAPE row, computed by hand; hooks are gone after the call."""
     import comfy.patcher_extension as pe
 
     sn, payload, model = native
     rca = payload.descriptor.model.unet_rca
     unet = model.model.diffusion_model
-    states = torch.randn(1, 145, 512)
+    states = torch.randn(2, 145, 512) * 2
     patch = sn.RCAPatch(rca, states)
-    seen = []
-    for e, block in rca.blocks():
-        block.register_forward_hook(lambda mod, args, out, e=e: seen.append((e.ldm_path, args[0].shape[0],
-                                                                           args[1].shape[0])))
-    x = torch.zeros(2, 4, 4, 4)
-    opts = {"cond_or_uncond": [0, 1]}
+    x = torch.randn(4, 4, 4, 4)
     ex = pe.WrapperExecutor.new_class_executor(unet.forward, unet, [patch])
     with torch.no_grad():
-        out = ex.execute(x, None, None, None, None, opts)
+        out = ex.execute(x, None, None, None, None, {"cond_or_uncond": [0, 1]})
         plain = unet(x)
-    assert [s[0] for s in seen] == [e.ldm_path for e in rca.entries] and all(b == 2 and c == 2 for _, b, c in seen)
-    assert (out - plain).abs().max() > 0  # the RCA changed the result
-    assert not any(m._forward_hooks for m in unet.modules())  # hooks gone after the call
+        want = x + _reference(unet, rca, x, torch.cat([states, states]))
+        swapped = x + _reference(unet, rca, x, torch.cat([states.flip(0), states.flip(0)]))
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+    assert (out - plain).abs().max() > 1e-2 and (out - swapped).abs().max() > 1e-3  # RCA and the rows matter
+    assert not any(m._forward_hooks for m in unet.modules())
     with torch.no_grad():
         torch.testing.assert_close(unet(x), plain)
+        # keyword call, one chunk, one set of embeddings for both images
+        one = sn.RCAPatch(rca, states[:1])
+        out1 = pe.WrapperExecutor.new_class_executor(unet.forward, unet, [one]).execute(
+            x[:2], transformer_options={})
+        torch.testing.assert_close(out1, x[:2] + _reference(unet, rca, x[:2], states[:1].expand(2, -1, -1)),
+                                   atol=1e-5, rtol=1e-5)
+    with pytest.raises(InputError, match="'dape_embeds' input holds 2 images but the 'latent_image' batch has 3"):
+        ex.execute(torch.randn(6, 4, 4, 4), None, None, None, None, {"cond_or_uncond": [0, 1]})
 
 
 class _MS:
@@ -429,44 +551,57 @@ class _MS:
         return 10.0 * (1 - p)
 
 
-def test_control_crops_its_hint_per_tile_runs_rca_and_respects_the_range(native):
+def test_control_computes_rca_per_row_crops_its_hint_per_tile_and_respects_the_range(native):
     sn, payload, _ = native
     nat = payload.descriptor.model
-    net = nat.holder.control
-    hint = torch.rand(1, 3, 8 * 12, 8 * 16)
-    c = sn.SeeSRControl(nat, torch.randn(1, 145, 512)).set_cond_hint(hint, 0.5, (0.2, 0.8))
+    net = nat.control.control_model
+    hint = torch.rand(2, 3, 8 * 12, 8 * 16)
+    states = torch.randn(2, 145, 512) * 2
+    c = sn.SeeSRControl(nat, states).set_cond_hint(hint, 0.5, (0.2, 0.8))
     c.pre_run(type("M", (), {"model_sampling": _MS()})(), _MS().percent_to_sigma)
     assert c.timestep_range == pytest.approx((8.0, 2.0))
-    x = torch.randn(2, 4, 12, 16)
-    cond = {"c_crossattn": torch.randn(2, 77, 32)}
-    rca_calls = []
-    handles = [b.register_forward_hook(lambda *a: rca_calls.append(1)) for _, b in nat.holder.rca.blocks()]
+    x = torch.randn(4, 4, 12, 16)  # 2 images × (cond, uncond)
+    cond = {"c_crossattn": torch.randn(4, 77, 32)}
     net.calls.clear()
-    out = c.get_control(x, torch.tensor([5.0, 5.0]), cond, 2, {})
-    assert len(rca_calls) == len(nat.holder.rca.entries)
+    with torch.no_grad():
+        out = c.get_control(x, torch.tensor([5.0] * 4), cond, 2, {})
+        xin = x / math.sqrt(26)
+        r = _reference(net, nat.controlnet_rca, xin, torch.cat([states, states]))
     call = net.calls[-1]
-    torch.testing.assert_close(call["hint"], hint)  # batch 1 broadcasts (ComfyUI's broadcast_image_to)
-    torch.testing.assert_close(call["t"], torch.tensor([50.0, 50.0]))
-    torch.testing.assert_close(call["x"], x / math.sqrt(26))
-    torch.testing.assert_close(out["middle"][0], call["x"] * 3 * 0.5)  # strength applied
+    torch.testing.assert_close(call["hint"], torch.cat([hint, hint]))  # hint row i with latent row i, per chunk
+    torch.testing.assert_close(call["t"], torch.tensor([50.0] * 4))
+    torch.testing.assert_close(call["x"], xin)
+    torch.testing.assert_close(out["output"][1], r * 2 * 0.5, atol=1e-5, rtol=1e-5)  # RCA per row, strength
+    torch.testing.assert_close(out["middle"][0], (r * 3 + call["hint"].mean()) * 0.5, atol=1e-5, rtol=1e-5)
     # a tile: the hint is the matching 8× crop of the full-size hint
-    out = c.get_control(x[..., 4:12, 8:16], torch.tensor([5.0, 5.0]), cond, 2,
-                        {sn.TILE_OPTION: (4, 8, 8, 8, 12, 16)})
-    torch.testing.assert_close(net.calls[-1]["hint"], hint[..., 32:96, 64:128])
+    c.get_control(x[..., 4:12, 8:16], torch.tensor([5.0] * 4), cond, 2, {sn.TILE_OPTION: (4, 8, 8, 8, 12, 16)})
+    torch.testing.assert_close(net.calls[-1]["hint"], torch.cat([hint, hint])[..., 32:96, 64:128])
     # outside the percent range: no ControlNet call, the previous control's result (none) comes back
     n = len(net.calls)
-    assert c.get_control(x, torch.tensor([9.0, 9.0]), cond, 2, {}) is None and len(net.calls) == n
-    for h in handles:
-        h.remove()
+    assert c.get_control(x, torch.tensor([9.0] * 4), cond, 2, {}) is None and len(net.calls) == n
+    # a hint of another aspect ratio is refused (it would be cropped), one of the same aspect is resized
     c.cleanup()
     assert c.cond_hint is None and c.timestep_range is None
+    c.pre_run(type("M", (), {"model_sampling": _MS()})(), _MS().percent_to_sigma)
+    wide = sn.SeeSRControl(nat, states).set_cond_hint(torch.rand(2, 3, 40, 100), 1.0)
+    wide.pre_run(type("M", (), {"model_sampling": _MS()})(), _MS().percent_to_sigma)
+    with pytest.raises(InputError, match="'image' input is 100×40 but the latent is 128×96"):
+        wide.get_control(x, torch.tensor([5.0] * 4), cond, 2, {})
+    half = sn.SeeSRControl(nat, states).set_cond_hint(hint[..., ::2, ::2], 1.0)
+    half.pre_run(type("M", (), {"model_sampling": _MS()})(), _MS().percent_to_sigma)
+    half.get_control(x, torch.tensor([5.0] * 4), cond, 2, {})
+    assert net.calls[-1]["hint"].shape == (4, 3, 96, 128)
+    # core's tile protocol: one pixel region of the canvas becomes the hint of a copy
+    crop = c.spatial_crop_inputs(regions=[(64, 32, 128, 96)], source_width=128, source_height=96, target_width=64,
+                                 target_height=64)
+    assert crop is not c and torch.equal(crop.cond_hint_original, hint[..., 32:96, 64:128])
 
 
 def test_tiling_wrapper_blends_per_tile_and_refuses_area_conds(native):
     import comfy.patcher_extension as pe
 
     sn, _, model = native
-    tiles = sn.SeeSRTiles(16, 8)
+    tiles = sn.SeeSRTiles(16, 8, sn.SeeSRControl)
     seen = []
 
     def calc(mdl, conds, x_in, timestep, model_options):
@@ -479,6 +614,10 @@ def test_tiling_wrapper_blends_per_tile_and_refuses_area_conds(native):
     torch.testing.assert_close(a, x * 2, atol=1e-6, rtol=0)
     torch.testing.assert_close(b, x - 1, atol=1e-6, rtol=0)
     assert seen == [(y, xx, 16, 16, 24, 32) for y, xx in latent_grid(24, 32, 16, 8).origins]
+    seen.clear()  # the same by keyword
+    a, _ = ex.execute(None, conds=[[{}], None], x_in=x, timestep=torch.tensor([1.0]), model_options={})
+    torch.testing.assert_close(a, x * 2, atol=1e-6, rtol=0)
+    assert len(seen) == len(latent_grid(24, 32, 16, 8))
     seen.clear()
     small = torch.randn(1, 4, 12, 16)
     assert torch.equal(ex.execute(None, [[{}]], small, torch.tensor([1.0]), {})[0], small * 2) and seen == [None]
@@ -490,14 +629,69 @@ def test_tiling_wrapper_blends_per_tile_and_refuses_area_conds(native):
 
     with pytest.raises(InputError, match="only SeeSR's ControlNet"):
         ex.execute(None, [[{"control": OtherControl()}]], x, torch.tensor([1.0]), {})
-    # the memory estimate is made for one tile
-    got = []
-    mem = pe.WrapperExecutor.new_executor(lambda m, s, c, model_options=None: got.append(list(s)),
-                                          [sn.TiledMemory(tiles)])
-    mem.execute(None, [1, 4, 200, 300], {}, model_options={})
-    assert got == [[1, 4, 16, 16]]
     # the node adds both wrappers to a clone, once
     m = sn.SeeSRTiledSampling.execute(model, 16, 8).args[0]
     m = sn.SeeSRTiledSampling.execute(m, 24, 8).args[0]
     assert [w.tile for w in m.get_wrappers(pe.WrappersMP.CALC_COND_BATCH, sn.TILES_KEY)] == [24]
     assert len(m.get_wrappers(pe.WrappersMP.PREPARE_SAMPLING, sn.TILES_KEY)) == 1 and not model.wrappers
+
+
+def test_tiled_memory_estimate_goes_through_core_prepare_sampling(native):
+    """Core's prepare_sampling passes force_full_load= / force_offload= to PREPARE_SAMPLING wrappers (newer
+    cores); the wrapper estimates one tile and forwards them. Older cores' positional form works too."""
+    import comfy.model_management as mm
+    import comfy.patcher_extension as pe
+    import comfy.sampler_helpers
+
+    sn, _, model = native
+    m = sn.SeeSRTiledSampling.execute(model, 16, 8).args[0]
+
+    def model_options():  # what core's sampler builds from the patcher's wrappers
+        return {"transformer_options": {"wrappers": {t: {k: list(w) for k, w in d.items()}
+                                                     for t, d in m.wrappers.items()}}}
+
+    options = model_options()
+    got = []
+
+    def spy(executor, mdl, noise_shape, conds, **kwargs):  # innermost wrapper: what reaches core's loader
+        got.append((list(noise_shape), kwargs))
+        return mdl.model, conds, []
+
+    pe.add_wrapper_with_key(pe.WrappersMP.PREPARE_SAMPLING, "spy", spy, options, is_model_options=True)
+    mm.loaded_calls.clear()
+    comfy.sampler_helpers.prepare_sampling(m, [1, 4, 200, 300], {}, options, force_full_load=True)
+    assert got == [([1, 4, 16, 16], {"model_options": options, "force_full_load": True, "force_offload": False})]
+    got.clear()
+    old = pe.WrapperExecutor.new_executor(lambda mdl, s, c, model_options=None: got.append(list(s)),
+                                          [sn.TiledMemory(sn.SeeSRTiles(16, 8))])
+    old.execute(None, [1, 4, 200, 300], {}, model_options={})
+    assert got == [[1, 4, 16, 16]]
+    # without the spy, the double's loader gets the one-tile estimate
+    comfy.sampler_helpers.prepare_sampling(m, [1, 4, 200, 300], {}, model_options(), force_full_load=True)
+    assert mm.loaded_calls[-1]["memory_required"] == 16 * 16 * 4 * 4 * 64
+
+
+def test_interrupt_is_not_swallowed_and_oom_detection_follows_core(comfy_env):
+    """ComfyUI's InterruptProcessingException is a BaseException: ``except Exception`` in the pack's loops lets it
+    through. An accelerator "out of memory" error counts as OOM in core and in the pack's back-off."""
+    import comfy.model_management as mm
+    from aware_restore.core.tiling import is_oom, retry_on_oom
+    from aware_restore.nodes import common
+
+    mm.interrupt_current_processing(True)
+    calls = []
+
+    def run(tile):
+        calls.append(tile)
+        common.progress_callback(2)(1, 2)
+        return torch.zeros(1)
+
+    with pytest.raises(mm.InterruptProcessingException):
+        retry_on_oom(run, 128, 512)
+    assert calls == [128] and not mm.processing_interrupted()
+    accel = getattr(torch, "AcceleratorError", None)
+    if accel is not None:
+        e = accel("CUDA error: out of memory")
+        assert mm.is_oom(e) and is_oom(e) and common.is_oom(e)
+    assert is_oom(torch.OutOfMemoryError()) and common.is_oom(torch.OutOfMemoryError())
+    assert not is_oom(RuntimeError("shape mismatch")) and not common.is_oom(RuntimeError("shape mismatch"))

@@ -50,7 +50,7 @@ class SaveImage(io.ComfyNode):
         return io.Schema(node_id="SaveImage", category="image", is_output_node=True,
                          inputs=[io.Image.Input("images", tooltip="The images to save."),
                                  io.String.Input("filename_prefix", default="ComfyUI")],
-                         outputs=[])
+                         outputs=[io.Image.Output(display_name="images")])  # 0.33 passes the images on
 
     @classmethod
     def execute(cls, images, filename_prefix="ComfyUI"):
@@ -63,26 +63,26 @@ class SaveImage(io.ComfyNode):
             Image.fromarray(arr).save(os.path.join(folder, file))
             results.append({"filename": file, "subfolder": subfolder, "type": "output"})
             counter += 1
-        return io.NodeOutput(ui={"images": results})
+        return io.NodeOutput(images, ui={"images": results})
 
 
 class PreviewImage(SaveImage):
     @classmethod
     def define_schema(cls):
         return io.Schema(node_id="PreviewImage", category="image", is_output_node=True,
-                         inputs=[io.Image.Input("images")], outputs=[])
+                         inputs=[io.Image.Input("images")], outputs=[io.Image.Output(display_name="images")])
 
     @classmethod
     def execute(cls, images):
-        return io.NodeOutput(ui={"images": [{"filename": f"preview_{b}.png", "subfolder": "", "type": "temp"}
-                                            for b in range(images.shape[0])]})
+        return io.NodeOutput(images, ui={"images": [{"filename": f"preview_{b}.png", "subfolder": "", "type": "temp"}
+                                                    for b in range(images.shape[0])]})
 
 
 class PreviewAny(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(node_id="PreviewAny", category="utils", is_output_node=True,
-                         inputs=[io.AnyType.Input("source")], outputs=[])
+                         inputs=[io.AnyType.Input("source")], outputs=[io.String.Output()])
 
     @classmethod
     def execute(cls, source=None):
@@ -97,7 +97,7 @@ class PreviewAny(io.ComfyNode):
                 value = json.dumps(source)
             except TypeError:
                 value = str(source)
-        return io.NodeOutput(ui={"text": (value,)})
+        return io.NodeOutput(value, ui={"text": (value,)})
 
 
 def core_nodes() -> list[type[io.ComfyNode]]:

@@ -86,7 +86,7 @@ class CLIP:
         self.patcher = comfy.model_patcher.ModelPatcher(encoder, mm.text_encoder_device(), mm.unet_offload_device())
         self.layer_idx = None
 
-    def clone(self):
+    def clone(self, disable_dynamic=False):
         c = CLIP(self.cond_stage_model)
         c.layer_idx = self.layer_idx
         return c
@@ -264,8 +264,9 @@ class VAEDecode(io.ComfyNode):
         return io.NodeOutput(images)
 
 
-# comfy/samplers.py (0.3.64): KSampler.SAMPLERS / SCHEDULERS
-KSAMPLER_NAMES = ["euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
+# comfy/samplers.py (0.33; 0.3.64 lacks the exp_heun_2 pair): KSampler.SAMPLERS / SCHEDULERS
+KSAMPLER_NAMES = ["euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2",
+                  "exp_heun_2_x0", "exp_heun_2_x0_sde", "dpm_2",
                   "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
                   "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp",
                   "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde",

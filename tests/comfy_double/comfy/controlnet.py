@@ -1,6 +1,8 @@
 """Test double of ``comfy.controlnet``: the ``ControlBase`` contract a custom control implements (hint, strength,
-percent range → sigma range in ``pre_run``, chaining through ``previous_controlnet``, ``copy_to``, ``control_merge``)
-and ``broadcast_image_to``. No ControlNet model and no loader: those need ComfyUI's cldm (integration test)."""
+percent range → sigma range in ``pre_run``, chaining through ``previous_controlnet``, ``copy_to``, ``control_merge``,
+the multi-GPU clone bookkeeping of newer cores) and ``broadcast_image_to``; ``ControlNet`` only as the holder of a
+control model under core's patcher (``control_model_wrapped``). No cldm and no loader: those need ComfyUI
+(integration test)."""
 
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ class ControlBase:
         self.extra_concat = None
         self.extra_hooks = None
         self.preprocess_image = lambda a: a
+        self.multigpu_clones = {}
 
     def set_cond_hint(self, cond_hint, strength=1.0, timestep_percent_range=(0.0, 1.0), vae=None, extra_concat=None):
         self.cond_hint_original = cond_hint
@@ -73,12 +76,36 @@ class ControlBase:
     def cleanup(self):
         if self.previous_controlnet is not None:
             self.previous_controlnet.cleanup()
+        for device_cnet in self.multigpu_clones.values():
+            prev, device_cnet.previous_controlnet = device_cnet.previous_controlnet, None
+            try:
+                device_cnet.cleanup()
+            finally:
+                device_cnet.previous_controlnet = prev
         self.cond_hint = None
         self.extra_concat = None
         self.timestep_range = None
 
     def get_models(self):
-        return [] if self.previous_controlnet is None else self.previous_controlnet.get_models()
+        out = []
+        for device_cnet in self.multigpu_clones.values():
+            out += device_cnet.get_models_only_self()
+        if self.previous_controlnet is not None:
+            out += self.previous_controlnet.get_models()
+        return out
+
+    def get_models_only_self(self):
+        prev, self.previous_controlnet = self.previous_controlnet, None
+        try:
+            return self.get_models()
+        finally:
+            self.previous_controlnet = prev
+
+    def get_instance_for_device(self, device):
+        return self.multigpu_clones.get(device, self)
+
+    def deepclone_multigpu(self, load_device, autoregister=False):
+        raise NotImplementedError("Classes inheriting from ControlBase should define their own deepclone_multigpu")
 
     def get_extra_hooks(self):
         out = [] if self.extra_hooks is None else [self.extra_hooks]
@@ -132,3 +159,29 @@ class ControlBase:
 
     def set_extra_arg(self, argument, value=None):
         self.extra_args[argument] = value
+
+
+class ControlNet(ControlBase):
+    """Core's SD ControlNet object reduced to what the pack reads: the control model, core's patcher for it and the
+    compute dtype."""
+
+    def __init__(self, control_model=None, global_average_pooling=False, compression_ratio=8, latent_format=None,
+                 load_device=None, manual_cast_dtype=None, extra_conds=None, strength_type=StrengthType.CONSTANT,
+                 concat_mask=False, preprocess_image=lambda a: a):
+        super().__init__()
+        import comfy.model_patcher
+
+        self.control_model = control_model
+        self.load_device = load_device
+        if control_model is not None:
+            self.control_model_wrapped = comfy.model_patcher.CoreModelPatcher(
+                control_model, load_device=load_device, offload_device=torch.device("cpu"))
+        self.compression_ratio = compression_ratio
+        self.global_average_pooling = global_average_pooling
+        self.model_sampling_current = None
+        self.manual_cast_dtype = manual_cast_dtype
+        self.latent_format = latent_format
+        self.extra_conds += list(extra_conds or ["y"])
+        self.strength_type = strength_type
+        self.concat_mask = concat_mask
+        self.preprocess_image = preprocess_image

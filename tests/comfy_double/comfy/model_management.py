@@ -5,14 +5,22 @@ from __future__ import annotations
 import torch
 
 OOM_EXCEPTION = torch.cuda.OutOfMemoryError
+ACCELERATOR_ERROR = getattr(torch, "AcceleratorError", RuntimeError)
 FORCE_FP32 = False
 
 loaded_calls: list[dict] = []  # every load_models_gpu call, for assertions
 _interrupted = False
 
 
-class InterruptProcessingException(Exception):
-    pass
+class InterruptProcessingException(BaseException):
+    """A BaseException (as in ComfyUI >= 0.4): ``except Exception`` does not swallow an interrupt."""
+
+
+def is_oom(e):
+    if isinstance(e, OOM_EXCEPTION):
+        return True
+    return isinstance(e, ACCELERATOR_ERROR) and (getattr(e, "error_code", None) == 2
+                                                 or "out of memory" in str(e).lower())
 
 
 def get_torch_device():
@@ -64,7 +72,7 @@ def module_size(module) -> int:
     return sum(t.nelement() * t.element_size() for t in module.state_dict().values())
 
 
-def free_memory(memory_required, device, keep_loaded=[]):
+def free_memory(memory_required, device, keep_loaded=[], for_dynamic=False, pins_required=0, ram_required=0):
     return []
 
 

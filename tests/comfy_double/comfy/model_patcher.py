@@ -37,7 +37,10 @@ class ModelPatcher:
     def loaded_size(self):
         return self.size if self.loaded else 0
 
-    def clone(self):
+    def is_dynamic(self):
+        return False
+
+    def clone(self, disable_dynamic=False, model_override=None, force_deepcopy=False):
         n = self.__class__(self.model, self.load_device, self.offload_device, self.size,
                            weight_inplace_update=self.weight_inplace_update)
         n.patches = {k: v[:] for k, v in self.patches.items()}
@@ -100,3 +103,6 @@ class ModelPatcher:
         for models in self.additional_models.values():
             out += models
         return out
+
+
+CoreModelPatcher = ModelPatcher  # ModelPatcherDynamic under DynamicVRAM on a GPU; the legacy patcher on CPU

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -77,7 +77,7 @@ class _IO_V3:
 
 class Input(_IO_V3):
     def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
-                 extra_dict=None):
+                 extra_dict=None, raw_link: bool = None, advanced: bool = None):
         super().__init__()
         self.id = id
         self.display_name = display_name
@@ -85,10 +85,13 @@ class Input(_IO_V3):
         self.tooltip = tooltip
         self.lazy = lazy
         self.extra_dict = extra_dict if extra_dict is not None else {}
+        self.rawLink = raw_link
+        self.advanced = advanced
 
     def as_dict(self):
         return prune_dict({"display_name": self.display_name, "optional": self.optional, "tooltip": self.tooltip,
-                           "lazy": self.lazy}) | prune_dict(self.extra_dict)
+                           "lazy": self.lazy, "rawLink": self.rawLink, "advanced": self.advanced}) | prune_dict(
+                               self.extra_dict)
 
     def get_io_type(self):
         return self.io_type
@@ -97,8 +100,8 @@ class Input(_IO_V3):
 class WidgetInput(Input):
     def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
                  default: Any = None, socketless: bool = None, widget_type: str = None, force_input: bool = None,
-                 extra_dict=None):
-        super().__init__(id, display_name, optional, tooltip, lazy, extra_dict)
+                 extra_dict=None, raw_link: bool = None, advanced: bool = None):
+        super().__init__(id, display_name, optional, tooltip, lazy, extra_dict, raw_link, advanced)
         self.default = default
         self.socketless = socketless
         self.widget_type = widget_type
@@ -144,8 +147,9 @@ class Boolean(ComfyTypeIO):
     class Input(WidgetInput):
         def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
                      default: bool = None, label_on: str = None, label_off: str = None, socketless: bool = None,
-                     force_input: bool = None):
-            super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input)
+                     force_input: bool = None, extra_dict=None, raw_link: bool = None, advanced: bool = None):
+            super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input,
+                             extra_dict, raw_link, advanced)
             self.label_on = label_on
             self.label_off = label_off
 
@@ -161,8 +165,10 @@ class Int(ComfyTypeIO):
         def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
                      default: int = None, min: int = None, max: int = None, step: int = None,
                      control_after_generate: bool = None, display_mode: NumberDisplay = None,
-                     socketless: bool = None, force_input: bool = None):
-            super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input)
+                     socketless: bool = None, force_input: bool = None, extra_dict=None, raw_link: bool = None,
+                     advanced: bool = None):
+            super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input,
+                             extra_dict, raw_link, advanced)
             self.min = min
             self.max = max
             self.step = step
@@ -183,18 +189,22 @@ class Float(ComfyTypeIO):
     class Input(WidgetInput):
         def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
                      default: float = None, min: float = None, max: float = None, step: float = None,
-                     round: float = None, display_mode: NumberDisplay = None, socketless: bool = None,
-                     force_input: bool = None):
-            super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input)
+                     round: float = None, display_mode: NumberDisplay = None, gradient_stops: list[dict] = None,
+                     socketless: bool = None, force_input: bool = None, extra_dict=None, raw_link: bool = None,
+                     advanced: bool = None):
+            super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input,
+                             extra_dict, raw_link, advanced)
             self.min = min
             self.max = max
             self.step = step
             self.round = round
             self.display_mode = display_mode
+            self.gradient_stops = gradient_stops
 
         def as_dict(self):
             return super().as_dict() | prune_dict({"min": self.min, "max": self.max, "step": self.step,
-                                                   "round": self.round, "display": self.display_mode})
+                                                   "round": self.round, "display": self.display_mode,
+                                                   "gradient_stops": self.gradient_stops})
 
 
 @comfytype(io_type="STRING")
@@ -204,8 +214,10 @@ class String(ComfyTypeIO):
     class Input(WidgetInput):
         def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
                      multiline=False, placeholder: str = None, default: str = None, dynamic_prompts: bool = None,
-                     socketless: bool = None, force_input: bool = None):
-            super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input)
+                     socketless: bool = None, force_input: bool = None, extra_dict=None, raw_link: bool = None,
+                     advanced: bool = None):
+            super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input,
+                             extra_dict, raw_link, advanced)
             self.multiline = multiline
             self.placeholder = placeholder
             self.dynamic_prompts = dynamic_prompts
@@ -225,12 +237,14 @@ class Combo(ComfyTypeIO):
         def __init__(self, id: str, options: list[str] | list[int] | type[Enum] = None, display_name: str = None,
                      optional=False, tooltip: str = None, lazy: bool = None, default: str | int | Enum = None,
                      control_after_generate: bool = None, upload: UploadType = None, image_folder: FolderType = None,
-                     remote=None, socketless: bool = None):
+                     remote=None, socketless: bool = None, extra_dict=None, raw_link: bool = None,
+                     advanced: bool = None):
             if isinstance(options, type) and issubclass(options, Enum):
                 options = [v.value for v in options]
             if isinstance(default, Enum):
                 default = default.value
-            super().__init__(id, display_name, optional, tooltip, lazy, default, socketless)
+            super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, None, extra_dict,
+                             raw_link, advanced)
             self.multiselect = False
             self.options = options
             self.control_after_generate = control_after_generate
@@ -285,22 +299,32 @@ class Hidden(str, Enum):
     api_key_comfy_org = "API_KEY_COMFY_ORG"
 
 
+class PriceBadge:
+    """API-node price badge (the pack has no API nodes; present so the Schema fields match ComfyUI's)."""
+
+
 @dataclass
 class Schema:
     node_id: str
     display_name: str = None
     category: str = "sd"
-    inputs: list[Input] = None
-    outputs: list[Output] = None
-    hidden: list[Hidden] = None
+    inputs: list[Input] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
+    hidden: list[Hidden] = field(default_factory=list)
     description: str = ""
+    search_aliases: list[str] = field(default_factory=list)
     is_input_list: bool = False
     is_output_node: bool = False
     is_deprecated: bool = False
     is_experimental: bool = False
+    is_dev_only: bool = False
     is_api_node: bool = False
+    price_badge: PriceBadge | None = None
     not_idempotent: bool = False
     enable_expand: bool = False
+    accept_all_inputs: bool = False
+    essentials_category: str | None = None
+    has_intermediate_output: bool = False
 
     def validate(self):
         input_ids = [i.id for i in self.inputs] if self.inputs is not None else []
