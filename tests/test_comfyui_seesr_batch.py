@@ -1,4 +1,4 @@
-"""SeeSR batches and output sizes in a REAL ComfyUI (issue 18 items 1-2; skipped unless COMFYUI_DIR is set).
+"""SeeSR batches and output sizes in a REAL ComfyUI (issue 18 items 1-2; skipped unless COMFYUI_DIR / COMFYUI_NEW_DIR is set).
 
 Uses the server of ``tests/test_comfyui_integration.py`` (``main.py --cpu`` with the tiny-model kit and the
 SD-2 stand-in of ``kit.seesr.write_real``) and its helpers:
@@ -18,15 +18,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 from conftest import ROOT, WORKFLOWS
 from PIL import Image
-from test_comfyui_integration import COMFYUI_DIR, _ok, _pixels, seesr_fast, server  # noqa: F401
+from test_comfyui_integration import COMFYUIS, _ok, _pixels, seesr_fast, server  # noqa: F401
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not COMFYUI_DIR, reason="set COMFYUI_DIR to a ComfyUI checkout to run this test")]
+              pytest.mark.skipif(not COMFYUIS, reason="set COMFYUI_DIR and/or COMFYUI_NEW_DIR to ComfyUI checkouts")]
 
 
 def _images(w: int, h: int):
@@ -97,10 +96,10 @@ def test_seesr_x4_gives_the_official_final_size(server, w, h):
 def test_probe_latent_row_i_gets_image_is_prompt_and_embeddings(server, tmp_path):
     out = tmp_path / "batch_probe.json"
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
-               PYTHONPATH=os.pathsep.join(p for p in (COMFYUI_DIR, os.environ.get("PYTHONPATH")) if p))
-    res = subprocess.run([sys.executable, str(ROOT / "tests" / "seesr_batch_probe.py"),
+               PYTHONPATH=os.pathsep.join(p for p in (server["dir"], os.environ.get("PYTHONPATH")) if p))
+    res = subprocess.run([server["python"], str(ROOT / "tests" / "seesr_batch_probe.py"),
                           "--models", str(server["seesr_cache"]), "--dape", str(server["base"] / "models" / "dape"),
-                          "--out", str(out)], cwd=COMFYUI_DIR, env=env, capture_output=True, text=True,
+                          "--out", str(out)], cwd=server["dir"], env=env, capture_output=True, text=True,
                          timeout=1800, check=False)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     r = json.loads(out.read_text())

@@ -5,7 +5,7 @@ Under VRAM pressure ComfyUI loads a model partially: layers that do not fit stay
 ``nodes.common.load_models`` therefore asks for ``force_full_load``. The double simulates the partial load
 (``comfy.model_management.LOW_VRAM``: nothing fits) and raises the device mismatch a plain layer left behind
 would meet. The same check against a real ComfyUI's ``comfy.model_management`` is ``tests/lowvram_probe.py``
-(run by the last test when ``COMFYUI_DIR`` is set).
+(run by the last test for each of ``COMFYUI_DIR`` / ``COMFYUI_NEW_DIR`` that is set).
 """
 
 from __future__ import annotations
@@ -69,17 +69,19 @@ def test_old_comfyui_without_force_full_load_still_loads(comfy_env, monkeypatch)
     assert calls == [([payload.patcher], 5)]
 
 
-COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+COMFYUIS = {name: os.environ[name] for name in ("COMFYUI_DIR", "COMFYUI_NEW_DIR") if os.environ.get(name)}
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not COMFYUI_DIR, reason="set COMFYUI_DIR to a ComfyUI checkout (with its venv) to run this")
-def test_real_comfyui_loads_every_family_fully_under_low_vram(tmp_path):
-    python = Path(COMFYUI_DIR) / ".venv" / "bin" / "python"
+@pytest.mark.skipif(not COMFYUIS, reason="set COMFYUI_DIR / COMFYUI_NEW_DIR to ComfyUI checkouts (with venvs)")
+@pytest.mark.parametrize("which", sorted(COMFYUIS) or ["COMFYUI_DIR"])
+def test_real_comfyui_loads_every_family_fully_under_low_vram(tmp_path, which):
+    comfy_dir = COMFYUIS[which]
+    python = Path(comfy_dir) / ".venv" / "bin" / "python"
     python = str(python) if python.exists() else sys.executable
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), COMFYUI_DIR,
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), comfy_dir,
                                                         os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([python, str(ROOT / "tests" / "lowvram_probe.py"), str(tmp_path)], cwd=COMFYUI_DIR,
+    proc = subprocess.run([python, str(ROOT / "tests" / "lowvram_probe.py"), str(tmp_path)], cwd=comfy_dir,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "ALL FULLY LOADED" in proc.stdout
