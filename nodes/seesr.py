@@ -81,6 +81,14 @@ def encode_rows(clip, texts: list[str]) -> list:
     return [[torch.cat(conds), _stack_extra([e for _, e in rows])]]
 
 
+def prompt_inputs(user_tooltip: str, negative_tooltip: str) -> list[io.Input]:
+    """The words of SeeSR's prompt besides the tags: the user's, SeeSR's added quality words and the negative
+    prompt (defaults: the official test script's)."""
+    return [io.String.Input("user_prompt", default="", multiline=True, tooltip=user_tooltip),
+            io.String.Input("added_prompt", default=ADDED_PROMPT, tooltip="Appended quality words (official)."),
+            io.String.Input("negative_prompt", default=NEGATIVE_PROMPT, multiline=True, tooltip=negative_tooltip)]
+
+
 class SeeSRTextEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -94,11 +102,8 @@ class SeeSRTextEncode(io.ComfyNode):
             inputs=[
                 io.Clip.Input("clip", tooltip="SD-2 CLIP (Load Checkpoint)."),
                 DAPE_EMBEDS.Input("dape_embeds", tooltip="DAPE Tagger 'dape_embeds': carries each image's tags."),
-                io.String.Input("user_prompt", default="", multiline=True,
-                                tooltip="Your own words for every image (may be empty)."),
-                io.String.Input("added_prompt", default=ADDED_PROMPT, tooltip="Appended quality words (official)."),
-                io.String.Input("negative_prompt", default=NEGATIVE_PROMPT, multiline=True,
-                                tooltip="Negative prompt (official default), the same for every image."),
+                *prompt_inputs("Your own words for every image (may be empty).",
+                               "Negative prompt (official default), the same for every image."),
             ],
             outputs=[io.Conditioning.Output(display_name="positive",
                                             tooltip="One row per image (row i: image i's SeeSR prompt)."),
@@ -134,10 +139,7 @@ class SeeSRPrompt(io.ComfyNode):
             inputs=[
                 io.String.Input("tags", default="", force_input=True,
                                 tooltip="Tags of the LR image (DAPE Tagger 'tags' output)."),
-                io.String.Input("user_prompt", default="", multiline=True, tooltip="Your own words (may be empty)."),
-                io.String.Input("added_prompt", default=ADDED_PROMPT, tooltip="Appended quality words (official)."),
-                io.String.Input("negative_prompt", default=NEGATIVE_PROMPT, multiline=True,
-                                tooltip="Negative prompt (official default)."),
+                *prompt_inputs("Your own words (may be empty).", "Negative prompt (official default)."),
             ],
             outputs=[io.String.Output(display_name="positive", tooltip="Positive prompt text."),
                      io.String.Output(display_name="negative", tooltip="Negative prompt text.")])
