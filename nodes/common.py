@@ -308,6 +308,12 @@ def dtype_input(tooltip: str = DTYPE_TOOLTIP) -> io.Input:
 def loaded(folder: str, name: str, arch: str | tuple[str, ...], dtype: torch.dtype = torch.float32,
            **options) -> io.NodeOutput:
     """A loader node's result: ``name`` read from ``folder`` (:func:`load_file`), under ComfyUI's memory manager."""
-    desc = load_file(folder, name, arch, dtype, **options)
-    log.info("%s '%s' from %s (%s): %s", desc.title, name, desc.source, desc.dtype, desc.config)
-    return io.NodeOutput(wrap(desc, name))
+    return model_output(load_file(folder, name, arch, dtype, **options), name)
+
+
+def model_output(descriptor: ModelDescriptor, name: str) -> io.NodeOutput:
+    """A loader node's result for a model it loaded itself: the descriptor under ComfyUI's memory manager
+    (:func:`wrap`), logged."""
+    log.info("%s '%s' from %s (%s): %s", descriptor.title, name, descriptor.source, descriptor.dtype,
+             descriptor.config)
+    return io.NodeOutput(wrap(descriptor, name))

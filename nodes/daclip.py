@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
-from ..core.daclip import ARCH, DEGRADATIONS, DaclipEmbeds, classify_report, degradation_from_text, encode_images
+from ..core.daclip import (
+    ARCH,
+    DEGRADATIONS,
+    DaclipEmbeds,
+    classify_report,
+    degradation_from_text,
+    encode_images,
+)
 from . import common
 
 FOLDER = "daclip"

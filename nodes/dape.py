@@ -64,7 +64,7 @@ class DAPELoader(io.ComfyNode):
         dtype = common.compute_dtype((torch.float16, torch.float32), model_params=213_000_000)
         with common.naming_folders(FOLDER):
             desc = load_tagger_descriptor(ram_path, dape_path, dtype=dtype)
-        return io.NodeOutput(common.wrap(desc, ram_name))
+        return common.model_output(desc, ram_name)
 
 
 class DAPETagger(io.ComfyNode):
