@@ -93,7 +93,9 @@ class SeeSRTextEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="SeeSRTextEncode", display_name="SeeSR Text Encode (per image)", category=CATEGORY,
+            node_id="SeeSRTextEncode",
+            display_name="SeeSR Text Encode (per image)",
+            category=CATEGORY,
             description="Encodes SeeSR's prompts for a whole batch at once: for image i, positive = '{tags i}, {user "
                         "prompt},' + added prompt (SeeSR's test script), encoded with the SD-2 CLIP as CLIP Text "
                         "Encode does; the rows are stacked into ONE conditioning whose row i conditions latent row "
@@ -131,7 +133,9 @@ class SeeSRPrompt(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="SeeSRPrompt", display_name="SeeSR Prompt", category=CATEGORY,
+            node_id="SeeSRPrompt",
+            display_name="SeeSR Prompt",
+            category=CATEGORY,
             description="Builds SeeSR's prompts: positive = '{tags}, {user prompt},' + added prompt; negative as "
                         "given. Feed both to core CLIPTextEncode with the SD-2 CLIP. For one image only: with a "
                         "batch the tags list would run the sampler once per image on the whole batch; use SeeSR "
@@ -154,7 +158,9 @@ class SeeSRLREmbedding(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="SeeSRLREmbedding", display_name="SeeSR LR Embedding", category=CATEGORY,
+            node_id="SeeSRLREmbedding",
+            display_name="SeeSR LR Embedding",
+            category=CATEGORY,
             description="Resizes the LR image with SeeSR's rules (pre-scale tiny inputs, ×upscale bicubic, multiple "
                         "of 8) and VAE-encodes it: the clean LR latent SeeSR starts from (core KSampler with denoise "
                         "1.0 noises it to the first sigma: SeeSR's LR embedding) and the condition image for the "
@@ -189,7 +195,9 @@ class SeeSRFinalResize(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="SeeSRFinalResize", display_name="SeeSR Final Resize", category=CATEGORY,
+            node_id="SeeSRFinalResize",
+            display_name="SeeSR Final Resize",
+            category=CATEGORY,
             description="Resizes the decoded SeeSR result (processed size: a multiple of 8, tiny inputs pre-scaled) "
                         "to exactly upscale × the input size (bicubic, antialiased like PIL), as SeeSR's test "
                         "script does last: 100×100 ×4 → 400×400, 101×75 → 404×300. Place it after VAE Decode / "
