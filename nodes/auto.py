@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 CATEGORY = f"{common.CATEGORY}/Auto"
 DEGRADATION_MAP = io.Custom("AR_DEGRADATION_MAP")
+DMAP = common.PayloadSocket(DEGRADATION_MAP, "degradation_map", "DA-CLIP Degradation Map", DegradationMap)
 _T = Thresholds()
 _F = FidelityThresholds()
 
@@ -77,10 +78,6 @@ def thresholds(degraded=_T.degraded, full_strength=_T.full, min_strength=_T.min_
     return Thresholds(degraded, full_strength, min_strength, region, whole_image, int(low_resolution), int(feather))
 
 
-def _map(value) -> DegradationMap:
-    return common.expect(value, DegradationMap, "degradation_map", "AR_DEGRADATION_MAP", "DA-CLIP Degradation Map")
-
-
 def _masks(t):
     """MASK [B,H,W] float32 on the CPU."""
     return t.float().cpu().contiguous()
@@ -110,9 +107,7 @@ class DACLIPDegradationMap(io.ComfyNode):
                              tooltip="Windows classified per model call (bounds the memory)."),
             ],
             outputs=[
-                DEGRADATION_MAP.Output(display_name="degradation_map",
-                                       tooltip="Per-pixel and whole-image probabilities, for 'AR Route' and "
-                                               "'AR Auto Restore'."),
+                DMAP.output("Per-pixel and whole-image probabilities, for 'AR Route' and 'AR Auto Restore'."),
                 io.Image.Output(display_name="preview",
                                 tooltip="The image tinted with the colour of its most likely label per region, a "
                                         "legend beneath."),
@@ -152,7 +147,7 @@ class ARRoute(io.ComfyNode):
                         "node) of what was decided and why.",
             is_output_node=True,
             inputs=[
-                DEGRADATION_MAP.Input("degradation_map", tooltip="From 'DA-CLIP Degradation Map'."),
+                DMAP.input(),
                 io.Boolean.Input("seesr_available", default=False,
                                  tooltip="Whether your graph has a SeeSR branch; without it low-resolution and "
                                          "blurred images go to IR-SDE or are kept."),
@@ -170,7 +165,7 @@ class ARRoute(io.ComfyNode):
 
     @classmethod
     def execute(cls, degradation_map, seesr_available=False, **kw) -> io.NodeOutput:
-        p = plan(_map(degradation_map), thresholds(**kw), bool(seesr_available))
+        p = plan(DMAP.check(degradation_map), thresholds(**kw), bool(seesr_available))
         text = p.report_text()
         return io.NodeOutput(_masks(p.masks["irsde"]), _masks(p.masks["seesr"]), _masks(p.masks["pass"]),
                              "\n".join(p.routes()), p.report_json(), ui=ui.PreviewText(text))
@@ -191,10 +186,9 @@ class ARAutoRestore(io.ComfyNode):
             is_output_node=True,
             inputs=[
                 io.Image.Input("image", tooltip="Image batch to restore."),
-                DACLIP.input(f"From '{DACLIP.loader}' (B-32 for universal-ir)."),
-                IRSDE.input(f"From '{IRSDE.loader}'; needed when an image routes to IR-SDE.", optional=True),
-                DEGRADATION_MAP.Input("degradation_map", optional=True,
-                                      tooltip="A map of the same images (computed here when not connected)."),
+                DACLIP.input(f"From '{DACLIP.source}' (B-32 for universal-ir)."),
+                IRSDE.input(f"From '{IRSDE.source}'; needed when an image routes to IR-SDE.", optional=True),
+                DMAP.input("A map of the same images (computed here when not connected).", optional=True),
                 io.Image.Input("seesr_image", optional=True, lazy=True,
                                tooltip="SeeSR result of the same images (e.g. the native SeeSR graph); evaluated "
                                        "only when an image routes to SeeSR. Its size becomes the output size."),
@@ -233,7 +227,7 @@ class ARAutoRestore(io.ComfyNode):
             loads.insert(0, (net, restore_memory(net.descriptor.config, tuple(rgb.shape[-2:]), tile or None)))
         modules = common.load_models(*loads)
         network, daclip = (modules[0], modules[1]) if irsde_model is not None else (None, modules[0])
-        dmap = _map(degradation_map) if degradation_map is not None else None
+        dmap = DMAP.check(degradation_map) if degradation_map is not None else None
         seesr = common.image_to_bchw(seesr_image)[0] if seesr_image is not None else None
         res = auto_restore(daclip, network, rgb, thresholds(**_only_thresholds(kw)), seed=int(seed), dmap=dmap,
                            seesr=seesr, tile=int(tile) or None,

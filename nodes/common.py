@@ -5,9 +5,9 @@
 * one payload type on every model socket (:class:`ModelPayload`: the core descriptor in a ComfyUI ``ModelPatcher``),
   loaded fully through ``load_models_gpu`` with the descriptor's memory estimate;
 * compute dtype chosen with ComfyUI's ``should_use_bf16`` / ``should_use_fp16`` among the descriptor's dtypes;
-* the parts every node schema of a family shares: :class:`ModelSocket` (a model socket's input/output, payload check
-  and the execute prologue of a node that runs the model on an IMAGE batch), the loader widgets and the loader's
-  result (:func:`loaded`);
+* the schema parts nodes share: :class:`ModelSocket` / :class:`PayloadSocket` (a socket's input/output and payload
+  check; for models also the execute prologue of a node that runs the model on an IMAGE batch), the loader widgets
+  and the loader's result (:func:`loaded`);
 * a plain ``progress(done, total)`` callable for core loops that drives ``comfy.utils.ProgressBar`` and checks
   for interruption;
 * IMAGE ``[B,H,W,C]`` ↔ ``[B,3,H,W]`` conversion (alpha kept aside).
@@ -257,22 +257,39 @@ def bchw_to_image(rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> torch
 
 # ----------------------------------------------------------------------------------------------- schema parts
 @dataclass(frozen=True)
-class ModelSocket:
-    """A model socket of the pack, written once: its ComfyUI type, the socket name (input id and output name),
-    the loader node that makes it and the core architecture(s) it carries. The schema parts, the payload check and
-    the prologue of a node that runs the model on an IMAGE batch all come from it, so they cannot drift apart."""
+class Socket:
+    """A socket type of the pack, written once: its ComfyUI type, the socket name (input id and output name) and
+    the node whose output it is (for tooltips and errors). Schema parts and payload checks come from it."""
 
     comfy_type: type  # an io.Custom type
     name: str
-    loader: str  # display name of the node whose output it is, for tooltips and errors
-    arch: str | tuple[str, ...]
+    source: str  # display name of the node that makes the payload
 
     def input(self, tooltip: str | None = None, **options) -> io.Input:
         """The socket as a node input; the tooltip says where it comes from unless one is given."""
-        return self.comfy_type.Input(self.name, tooltip=tooltip or f"From '{self.loader}'.", **options)
+        return self.comfy_type.Input(self.name, tooltip=tooltip or f"From '{self.source}'.", **options)
 
     def output(self, tooltip: str) -> io.Output:
         return self.comfy_type.Output(display_name=self.name, tooltip=tooltip)
+
+
+@dataclass(frozen=True)
+class PayloadSocket(Socket):
+    """A socket carrying a plain payload object (embeddings, a size plan, a map)."""
+
+    payload: type
+
+    def check(self, value: object):
+        """The payload on the socket, or an error naming the socket type and the node it comes from."""
+        return expect(value, self.payload, self.name, self.comfy_type.io_type, self.source)
+
+
+@dataclass(frozen=True)
+class ModelSocket(Socket):
+    """A model socket (:class:`ModelPayload` of one or more core architectures). Besides the schema parts and the
+    check it gives the prologue of a node that runs the model on an IMAGE batch, so they cannot drift apart."""
+
+    arch: str | tuple[str, ...]
 
     def image_inputs(self, image_tooltip: str) -> list[io.Input]:
         """The model input and the IMAGE it runs on, the inputs :meth:`prepare` reads."""
@@ -280,7 +297,7 @@ class ModelSocket:
 
     def check(self, value: object) -> ModelPayload:
         """The payload on the socket, or an error naming the socket type and its loader."""
-        return expect_model(value, self.name, self.comfy_type.io_type, self.loader, self.arch)
+        return expect_model(value, self.name, self.comfy_type.io_type, self.source, self.arch)
 
     def reserve(self, value: object, batch: int = 1) -> tuple[ModelPayload, int]:
         """A checked payload and the activation bytes to reserve for ``batch`` inputs (a :func:`load_models` item)."""

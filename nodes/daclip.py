@@ -25,9 +25,10 @@ CATEGORY = f"{common.CATEGORY}/DA-CLIP"
 DACLIP_MODEL = io.Custom("DACLIP_MODEL")
 DACLIP_EMBEDS = io.Custom("DACLIP_EMBEDS")
 DACLIP = common.ModelSocket(DACLIP_MODEL, "daclip_model", "Load DA-CLIP Model", ARCH.id)
+DACLIP_EMB = common.PayloadSocket(DACLIP_EMBEDS, "daclip_embeds", "DA-CLIP Encode Image", DaclipEmbeds)
 DEFAULT_LABELS = "\n".join(DEGRADATIONS)
 
-__all__ = ["DACLIP", "DACLIP_EMBEDS", "DACLIP_MODEL", "NODES", "DaclipEmbeds"]
+__all__ = ["DACLIP", "DACLIP_EMB", "DACLIP_EMBEDS", "DACLIP_MODEL", "NODES", "DaclipEmbeds"]
 
 
 class DACLIPLoader(io.ComfyNode):
@@ -35,7 +36,7 @@ class DACLIPLoader(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="DACLIPLoader",
-            display_name=DACLIP.loader,
+            display_name=DACLIP.source,
             category=CATEGORY,
             description="Loads a DA-CLIP model (degradation-aware CLIP) from models/daclip: the official "
                         "daclip_ViT-B-32.pt (for universal-ir) or wild-daclip_ViT-L-14.pt (for wild-ir), as "
@@ -65,8 +66,7 @@ class DACLIPEncode(io.ComfyNode):
                         "restoration pipeline uses them. Images of any size and aspect are resized (shorter side) "
                         "and centre-cropped to the model's input size; alpha is ignored.",
             inputs=DACLIP.image_inputs("Image batch to embed (one embedding pair per image)."),
-            outputs=[DACLIP_EMBEDS.Output(display_name="daclip_embeds",
-                                          tooltip="Clean + degradation embeddings, one pair per image of the batch.")],
+            outputs=[DACLIP_EMB.output("Clean + degradation embeddings, one pair per image of the batch.")],
         )
 
     @classmethod
@@ -135,9 +135,8 @@ class DACLIPDegradationFromText(io.ComfyNode):
                                          "embedding (the restoration network was trained on image embeddings; "
                                          "CLIP text and image embeddings have different lengths)."),
             ],
-            outputs=[DACLIP_EMBEDS.Output(display_name="daclip_embeds",
-                                          tooltip="Clean embeddings of the images + the label's degradation "
-                                                  "embedding for every image.")],
+            outputs=[DACLIP_EMB.output("Clean embeddings of the images + the label's degradation embedding for "
+                                       "every image.")],
         )
 
     @classmethod

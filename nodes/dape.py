@@ -15,7 +15,7 @@ from comfy_api.latest import io
 
 from ..core.errors import WrongModelError
 from ..core.paths import first_match
-from ..core.ram import RAM, load_tagger_descriptor, tag_images
+from ..core.ram import RAM, DapeEmbeds, load_tagger_descriptor, tag_images
 from ..core.ram.keys import DAPE_FILE, DAPE_PATTERNS, RAM_FILE, RAM_PATTERNS
 from . import common
 
@@ -27,6 +27,7 @@ FOLDER = "dape"
 NONE = "none"
 CATEGORY = f"{common.CATEGORY}/DAPE"
 DAPE = common.ModelSocket(DAPE_MODEL, "dape_model", "Load DAPE / RAM Tagger", RAM.id)
+DAPE_EMB = common.PayloadSocket(DAPE_EMBEDS, "dape_embeds", "DAPE Tagger", DapeEmbeds)
 
 
 class DAPELoader(io.ComfyNode):
@@ -37,7 +38,7 @@ class DAPELoader(io.ComfyNode):
         dape_default = first_match(files, DAPE_PATTERNS) or NONE
         return io.Schema(
             node_id="DAPELoader",
-            display_name=DAPE.loader,
+            display_name=DAPE.source,
             category=CATEGORY,
             description=f"Loads the RAM Swin-L tagger ({RAM_FILE}, or a converted .safetensors) from models/dape and "
                         f"merges SeeSR's degradation-aware DAPE LoRA ({DAPE_FILE}) into it when given. With DAPE the "
@@ -97,8 +98,7 @@ class DAPETagger(io.ComfyNode):
                                          "run once per image). For one image: simply its tags."),
                 io.String.Output(display_name="tags_text",
                                  tooltip="All images' tag strings in one STRING, one line per image."),
-                DAPE_EMBEDS.Output(display_name="dape_embeds",
-                                   tooltip="Per-image embeddings [B,145,512] and tags (SeeSR's soft and hard prompt)."),
+                DAPE_EMB.output("Per-image embeddings [B,145,512] and tags (SeeSR's soft and hard prompt)."),
             ],
         )
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..core.daclip import DaclipEmbeds
 from ..core.irsde import ARCH, SAMPLERS, pairing_hint, restore
 from ..core.irsde.arch import restore_memory
 from ..core.irsde.restore import TILE_MODES
 from . import common
-from .daclip import DACLIP, DACLIP_EMBEDS
+from .daclip import DACLIP, DACLIP_EMB
 
 IRSDE_MODEL = io.Custom("IRSDE_MODEL")
 FOLDER = "irsde"
@@ -65,9 +64,8 @@ class DACLIPRestore(io.ComfyNode):
                 io.Image.Input("image", tooltip="Degraded image(s); output has the same size. Alpha passes through."),
                 DACLIP.input("DA-CLIP model that embeds each image (B-32 for universal-ir, L-14 for wild-ir). Needed "
                              "unless daclip_embeds is connected.", optional=True),
-                DACLIP_EMBEDS.Input("daclip_embeds", optional=True,
-                                    tooltip="Precomputed DA-CLIP embeddings (one for all images or one per image); "
-                                            "used instead of daclip_model when connected."),
+                DACLIP_EMB.input("Precomputed DA-CLIP embeddings (one for all images or one per image); used instead "
+                                 "of daclip_model when connected.", optional=True),
                 io.Combo.Input("sampler", options=list(SAMPLERS), default="posterior",
                                tooltip="posterior: the official optimal-posterior sampler (default); sde: Euler "
                                        "steps of the reverse SDE."),
@@ -95,7 +93,7 @@ class DACLIPRestore(io.ComfyNode):
         loads = [(net, restore_memory(net.descriptor.config, (h, w), tile, tile_mode))]
         cond = None
         if daclip_embeds is not None:
-            cond = common.expect(daclip_embeds, DaclipEmbeds, "daclip_embeds", "DACLIP_EMBEDS", "DA-CLIP Encode Image")
+            cond = DACLIP_EMB.check(daclip_embeds)
         elif daclip_model is not None:
             loads.append(DACLIP.reserve(daclip_model, x.shape[0]))
         network, *clip = common.load_models(*loads)

@@ -17,7 +17,6 @@ from comfy_api.latest import io
 
 from ..core.errors import InputError
 from ..core.image import check_finite
-from ..core.ram import DapeEmbeds
 from ..core.seesr import (
     ADDED_PROMPT,
     NEGATIVE_PROMPT,
@@ -29,7 +28,7 @@ from ..core.seesr import (
 )
 from ..core.seesr.sampler import match_token_lengths
 from . import common
-from .dape import DAPE_EMBEDS
+from .dape import DAPE_EMB
 from .seesr_native import (
     CATEGORY,
     SEESR_MODEL,
@@ -42,6 +41,7 @@ __all__ = ["NODES", "SEESR_MODEL", "SEESR_SIZE", "SeeSRApply", "SeeSRFinalResize
            "SeeSRPrompt", "SeeSRTextEncode", "SeeSRTiledSampling", "encode_rows"]
 
 SEESR_SIZE = io.Custom("SEESR_SIZE")
+SIZE = common.PayloadSocket(SEESR_SIZE, "seesr_size", "SeeSR LR Embedding", SizePlan)
 
 
 # ----------------------------------------------------------------------------------------------- text
@@ -103,7 +103,7 @@ class SeeSRTextEncode(io.ComfyNode):
                         "row. Use this, not SeeSR Prompt + CLIP Text Encode, for batches of more than one image.",
             inputs=[
                 io.Clip.Input("clip", tooltip="SD-2 CLIP (Load Checkpoint)."),
-                DAPE_EMBEDS.Input("dape_embeds", tooltip="DAPE Tagger 'dape_embeds': carries each image's tags."),
+                DAPE_EMB.input("DAPE Tagger 'dape_embeds': carries each image's tags."),
                 *prompt_inputs("Your own words for every image (may be empty).",
                                "Negative prompt (official default), the same for every image."),
             ],
@@ -117,7 +117,7 @@ class SeeSRTextEncode(io.ComfyNode):
                 negative_prompt=NEGATIVE_PROMPT) -> io.NodeOutput:
         if clip is None:
             raise InputError("the 'clip' input is empty: connect the SD-2 CLIP (Load Checkpoint 'CLIP')")
-        emb = common.expect(dape_embeds, DapeEmbeds, "dape_embeds", "DAPE_EMBEDS", "DAPE Tagger")
+        emb = DAPE_EMB.check(dape_embeds)
         if not emb.tags:
             raise InputError("the 'dape_embeds' input carries no tags (it must come from 'DAPE / RAM Tag Image')")
         pairs = [build_prompts(t, user_prompt, added_prompt, negative_prompt) for t in emb.tags]
@@ -178,9 +178,7 @@ class SeeSRLREmbedding(io.ComfyNode):
                                               "KSampler 'latent_image' with denoise 1.0."),
                      io.Image.Output(display_name="condition_image",
                                      tooltip="The resized LR image (ControlNet condition and colour reference)."),
-                     SEESR_SIZE.Output(display_name="seesr_size",
-                                       tooltip="The size plan (input, processed and final size) for SeeSR Final "
-                                               "Resize.")])
+                     SIZE.output("The size plan (input, processed and final size) for SeeSR Final Resize.")])
 
     @classmethod
     def execute(cls, vae, image, upscale=4, process_size=512) -> io.NodeOutput:
@@ -204,13 +202,13 @@ class SeeSRFinalResize(io.ComfyNode):
                         "colour fix.",
             inputs=[
                 io.Image.Input("image", tooltip="Decoded result(s) at the processed size (VAE Decode, AR Color Fix)."),
-                SEESR_SIZE.Input("seesr_size", tooltip="SeeSR LR Embedding 'seesr_size'."),
+                SIZE.input("SeeSR LR Embedding 'seesr_size'."),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The result at upscale × the input size.")])
 
     @classmethod
     def execute(cls, image, seesr_size) -> io.NodeOutput:
-        plan = common.expect(seesr_size, SizePlan, "seesr_size", "SEESR_SIZE", "SeeSR LR Embedding")
+        plan = SIZE.check(seesr_size)
         rgb, alpha = common.image_to_bchw(image)
         w, h = rgb.shape[-1], rgb.shape[-2]
         if (w, h) != plan.process:
