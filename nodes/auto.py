@@ -36,16 +36,16 @@ from ..core.auto.degmap import DEFAULT_WINDOW_BATCH, degradation_map
 from ..core.auto.pipeline import auto_restore, clean_probability
 from ..core.daclip.classify import probability_table
 from ..core.errors import InputError
-from ..core.irsde import ARCH as IRSDE_ARCH
 from ..core.irsde.arch import restore_memory
 from . import common
-from .daclip import DACLIP_MODEL, daclip_payload
-from .irsde import IRSDE_MODEL
+from .daclip import DACLIP
+from .irsde import IRSDE, TILE, seed_input, tile_input
 
 log = logging.getLogger(__name__)
 
 CATEGORY = f"{common.CATEGORY}/Auto"
 DEGRADATION_MAP = io.Custom("AR_DEGRADATION_MAP")
+DMAP = common.PayloadSocket(DEGRADATION_MAP, "degradation_map", "DA-CLIP Degradation Map", DegradationMap)
 _T = Thresholds()
 _F = FidelityThresholds()
 
@@ -78,10 +78,6 @@ def thresholds(degraded=_T.degraded, full_strength=_T.full, min_strength=_T.min_
     return Thresholds(degraded, full_strength, min_strength, region, whole_image, int(low_resolution), int(feather))
 
 
-def _map(value) -> DegradationMap:
-    return common.expect(value, DegradationMap, "degradation_map", "AR_DEGRADATION_MAP", "DA-CLIP Degradation Map")
-
-
 def _masks(t):
     """MASK [B,H,W] float32 on the CPU."""
     return t.float().cpu().contiguous()
@@ -100,8 +96,7 @@ class DACLIPDegradationMap(io.ComfyNode):
                         "map for the router. The whole-image probabilities are shown on the node.",
             is_output_node=True,
             inputs=[
-                DACLIP_MODEL.Input("daclip_model", tooltip="From 'Load DA-CLIP Model'."),
-                io.Image.Input("image", tooltip="Image batch to map (each image separately)."),
+                *DACLIP.image_inputs("Image batch to map (each image separately)."),
                 io.Int.Input("window", default=0, min=0, max=4096, step=8,
                              tooltip="Window side in image pixels (0 = the model's input size, 224 for the released "
                                      "models: windows are seen at their own scale)."),
@@ -112,9 +107,7 @@ class DACLIPDegradationMap(io.ComfyNode):
                              tooltip="Windows classified per model call (bounds the memory)."),
             ],
             outputs=[
-                DEGRADATION_MAP.Output(display_name="degradation_map",
-                                       tooltip="Per-pixel and whole-image probabilities, for 'AR Route' and "
-                                               "'AR Auto Restore'."),
+                DMAP.output("Per-pixel and whole-image probabilities, for 'AR Route' and 'AR Auto Restore'."),
                 io.Image.Output(display_name="preview",
                                 tooltip="The image tinted with the colour of its most likely label per region, a "
                                         "legend beneath."),
@@ -129,7 +122,7 @@ class DACLIPDegradationMap(io.ComfyNode):
     def execute(cls, daclip_model, image, window=0, overlap=0.5, window_batch=DEFAULT_WINDOW_BATCH
                 ) -> io.NodeOutput:
         rgb, _ = common.image_to_bchw(image)
-        (module,) = common.load_models(daclip_payload(daclip_model, int(window_batch)))
+        (module,) = common.load_models(DACLIP.reserve(daclip_model, int(window_batch)))
         win = int(window) or int(module.image_size)
         grid_total = rgb.shape[0] * 64  # the bar is rescaled by the core's own totals
         dmap = degradation_map(module, rgb, window=win, overlap=round(float(overlap) * win),
@@ -154,7 +147,7 @@ class ARRoute(io.ComfyNode):
                         "node) of what was decided and why.",
             is_output_node=True,
             inputs=[
-                DEGRADATION_MAP.Input("degradation_map", tooltip="From 'DA-CLIP Degradation Map'."),
+                DMAP.input(),
                 io.Boolean.Input("seesr_available", default=False,
                                  tooltip="Whether your graph has a SeeSR branch; without it low-resolution and "
                                          "blurred images go to IR-SDE or are kept."),
@@ -172,7 +165,7 @@ class ARRoute(io.ComfyNode):
 
     @classmethod
     def execute(cls, degradation_map, seesr_available=False, **kw) -> io.NodeOutput:
-        p = plan(_map(degradation_map), thresholds(**kw), bool(seesr_available))
+        p = plan(DMAP.check(degradation_map), thresholds(**kw), bool(seesr_available))
         text = p.report_text()
         return io.NodeOutput(_masks(p.masks["irsde"]), _masks(p.masks["seesr"]), _masks(p.masks["pass"]),
                              "\n".join(p.routes()), p.report_json(), ui=ui.PreviewText(text))
@@ -193,19 +186,15 @@ class ARAutoRestore(io.ComfyNode):
             is_output_node=True,
             inputs=[
                 io.Image.Input("image", tooltip="Image batch to restore."),
-                DACLIP_MODEL.Input("daclip_model", tooltip="From 'Load DA-CLIP Model' (B-32 for universal-ir)."),
-                IRSDE_MODEL.Input("irsde_model", optional=True,
-                                  tooltip="From 'Load IR-SDE Model'; needed when an image routes to IR-SDE."),
-                DEGRADATION_MAP.Input("degradation_map", optional=True,
-                                      tooltip="A map of the same images (computed here when not connected)."),
+                DACLIP.input(f"From '{DACLIP.source}' (B-32 for universal-ir)."),
+                IRSDE.input(f"From '{IRSDE.source}'; needed when an image routes to IR-SDE.", optional=True),
+                DMAP.input("A map of the same images (computed here when not connected).", optional=True),
                 io.Image.Input("seesr_image", optional=True, lazy=True,
                                tooltip="SeeSR result of the same images (e.g. the native SeeSR graph); evaluated "
                                        "only when an image routes to SeeSR. Its size becomes the output size."),
                 *threshold_inputs(),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="IR-SDE noise seed; image b of a batch uses seed + b."),
-                io.Int.Input("tile", default=512, min=0, max=8192, step=16,
-                             tooltip="IR-SDE tile side (exact low-memory mode; 0 = whole image)."),
+                seed_input("IR-SDE noise seed; image b of a batch uses seed + b."),
+                tile_input("IR-SDE tile side (exact low-memory mode; 0 = whole image)."),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The restored images."),
@@ -230,15 +219,15 @@ class ARAutoRestore(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, daclip_model, irsde_model=None, degradation_map=None, seesr_image=None, seed=0,
-                tile=512, **kw) -> io.NodeOutput:
+                tile=TILE, **kw) -> io.NodeOutput:
         rgb, alpha = common.image_to_bchw(image)
-        loads = [daclip_payload(daclip_model, rgb.shape[0])]
+        loads = [DACLIP.reserve(daclip_model, rgb.shape[0])]
         if irsde_model is not None:
-            net = common.expect_model(irsde_model, "irsde_model", "IRSDE_MODEL", "Load IR-SDE Model", IRSDE_ARCH.id)
+            net = IRSDE.check(irsde_model)
             loads.insert(0, (net, restore_memory(net.descriptor.config, tuple(rgb.shape[-2:]), tile or None)))
         modules = common.load_models(*loads)
         network, daclip = (modules[0], modules[1]) if irsde_model is not None else (None, modules[0])
-        dmap = _map(degradation_map) if degradation_map is not None else None
+        dmap = DMAP.check(degradation_map) if degradation_map is not None else None
         seesr = common.image_to_bchw(seesr_image)[0] if seesr_image is not None else None
         res = auto_restore(daclip, network, rgb, thresholds(**_only_thresholds(kw)), seed=int(seed), dmap=dmap,
                            seesr=seesr, tile=int(tile) or None,
@@ -273,8 +262,7 @@ class ARFidelity(io.ComfyNode):
             inputs=[
                 io.Image.Input("original", tooltip="The input images (B)."),
                 io.Image.Input("restored", tooltip="Results: B images, or K candidates × B images concatenated."),
-                DACLIP_MODEL.Input("daclip_model", optional=True,
-                                   tooltip="Also compare DA-CLIP's 'clean' probability before and after."),
+                DACLIP.input("Also compare DA-CLIP's 'clean' probability before and after.", optional=True),
                 io.Float.Input("min_psnr", default=_F.min_psnr, min=0.0, max=100.0, step=0.5,
                                tooltip="Pass needs at least this PSNR (dB, luminance, at the input's scale)."),
                 io.Float.Input("min_ssim", default=_F.min_ssim, min=0.0, max=1.0, step=0.01,
@@ -311,7 +299,7 @@ class ARFidelity(io.ComfyNode):
         xs = x.repeat(k, 1, 1, 1)
         before = after = None
         if daclip_model is not None:
-            (module,) = common.load_models(daclip_payload(daclip_model, 1))
+            (module,) = common.load_models(DACLIP.reserve(daclip_model))
             before = clean_probability(module, x).repeat(k)
             after = clean_probability(module, r)
         th = FidelityThresholds(min_psnr, min_ssim, max_color_shift, max_clean_drop, int(compare_scale))

@@ -5,6 +5,9 @@
 * one payload type on every model socket (:class:`ModelPayload`: the core descriptor in a ComfyUI ``ModelPatcher``),
   loaded fully through ``load_models_gpu`` with the descriptor's memory estimate;
 * compute dtype chosen with ComfyUI's ``should_use_bf16`` / ``should_use_fp16`` among the descriptor's dtypes;
+* the schema parts nodes share: :class:`ModelSocket` / :class:`PayloadSocket` (a socket's input/output and payload
+  check; for models also the execute prologue of a node that runs the model on an IMAGE batch), the loader widgets
+  and the loader's result (:func:`loaded`);
 * a plain ``progress(done, total)`` callable for core loops that drives ``comfy.utils.ProgressBar`` and checks
   for interruption;
 * IMAGE ``[B,H,W,C]`` ↔ ``[B,3,H,W]`` conversion (alpha kept aside).
@@ -17,7 +20,8 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +30,7 @@ import comfy.model_patcher
 import comfy.utils
 import folder_paths
 import torch
+from comfy_api.latest import io
 
 from ..core import image as core_image
 from ..core import registry
@@ -125,8 +130,16 @@ def load_file(folder: str, name: str, arch: str | tuple[str, ...], dtype: torch.
     ids = (arch,) if isinstance(arch, str) else tuple(arch)
     title = " or ".join(registry.get(a).title for a in ids)
     path = resolve_file(folder, name, title)
-    try:
+    with naming_folders(folder):
         return registry.load(path, ids, dtype=dtype, folder=folder, **options)
+
+
+@contextmanager
+def naming_folders(folder: str) -> Iterator[None]:
+    """A :class:`WrongModelError` raised inside gets the folders searched added (the user put a file of another
+    family in ``folder``)."""
+    try:
+        yield
     except WrongModelError as exc:
         raise WrongModelError(f"{exc} Folders searched: {searched(folder)}.") from None
 
@@ -252,3 +265,84 @@ def image_to_bchw(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | Non
 def bchw_to_image(rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
     """``[B,3,H,W]`` (+ alpha, resized when needed) → IMAGE ``[B,H,W,C]`` clamped to [0,1] on CPU."""
     return core_image.to_comfy(rgb, alpha)
+
+
+# ----------------------------------------------------------------------------------------------- schema parts
+@dataclass(frozen=True)
+class Socket:
+    """A socket type of the pack, written once: its ComfyUI type, the socket name (input id and output name) and
+    the node whose output it is (for tooltips and errors). Schema parts and payload checks come from it."""
+
+    comfy_type: type  # an io.Custom type
+    name: str
+    source: str  # display name of the node that makes the payload
+
+    def input(self, tooltip: str | None = None, **options) -> io.Input:
+        """The socket as a node input; the tooltip says where it comes from unless one is given."""
+        return self.comfy_type.Input(self.name, tooltip=tooltip or f"From '{self.source}'.", **options)
+
+    def output(self, tooltip: str) -> io.Output:
+        return self.comfy_type.Output(display_name=self.name, tooltip=tooltip)
+
+
+@dataclass(frozen=True)
+class PayloadSocket(Socket):
+    """A socket carrying a plain payload object (embeddings, a size plan, a map)."""
+
+    payload: type
+
+    def check(self, value: object):
+        """The payload on the socket, or an error naming the socket type and the node it comes from."""
+        return expect(value, self.payload, self.name, self.comfy_type.io_type, self.source)
+
+
+@dataclass(frozen=True)
+class ModelSocket(Socket):
+    """A model socket (:class:`ModelPayload` of one or more core architectures). Besides the schema parts and the
+    check it gives the prologue of a node that runs the model on an IMAGE batch, so they cannot drift apart."""
+
+    arch: str | tuple[str, ...]
+
+    def image_inputs(self, image_tooltip: str) -> list[io.Input]:
+        """The model input and the IMAGE it runs on, the inputs :meth:`prepare` reads."""
+        return [self.input(), io.Image.Input("image", tooltip=image_tooltip)]
+
+    def check(self, value: object) -> ModelPayload:
+        """The payload on the socket, or an error naming the socket type and its loader."""
+        return expect_model(value, self.name, self.comfy_type.io_type, self.source, self.arch)
+
+    def reserve(self, value: object, batch: int = 1) -> tuple[ModelPayload, int]:
+        """A checked payload and the activation bytes to reserve for ``batch`` inputs (a :func:`load_models` item)."""
+        payload = self.check(value)
+        return payload, payload.descriptor.memory_for(batch)
+
+    def prepare(self, value: object, image: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor, Progress]:
+        """What a node running the model on an IMAGE batch starts with: the model loaded for ``B`` images, the
+        IMAGE as ``[B,3,H,W]`` (alpha dropped) and a progress callback over the ``B`` images."""
+        rgb, _ = image_to_bchw(image)
+        (module,) = load_models(self.reserve(value, rgb.shape[0]))
+        return module, rgb, progress_callback(rgb.shape[0])
+
+
+def model_name_input(folder: str, tooltip: str) -> io.Input:
+    """A loader's ``model_name`` widget: the files of ``folder``."""
+    return io.Combo.Input("model_name", options=model_list(folder), tooltip=tooltip)
+
+
+def dtype_input(tooltip: str = DTYPE_TOOLTIP) -> io.Input:
+    """A loader's ``dtype`` widget (``auto`` or one of :data:`DTYPE_OPTIONS`, read by :func:`widget_dtype`)."""
+    return io.Combo.Input("dtype", options=DTYPE_OPTIONS, default="auto", tooltip=tooltip)
+
+
+def loaded(folder: str, name: str, arch: str | tuple[str, ...], dtype: torch.dtype = torch.float32,
+           **options) -> io.NodeOutput:
+    """A loader node's result: ``name`` read from ``folder`` (:func:`load_file`), under ComfyUI's memory manager."""
+    return model_output(load_file(folder, name, arch, dtype, **options), name)
+
+
+def model_output(descriptor: ModelDescriptor, name: str) -> io.NodeOutput:
+    """A loader node's result for a model it loaded itself: the descriptor under ComfyUI's memory manager
+    (:func:`wrap`), logged."""
+    log.info("%s '%s' from %s (%s): %s", descriptor.title, name, descriptor.source, descriptor.dtype,
+             descriptor.config)
+    return io.NodeOutput(wrap(descriptor, name))

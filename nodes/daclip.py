@@ -8,36 +8,27 @@ Both types and payloads are importable from here by other families' nodes (IR-SD
 
 from __future__ import annotations
 
-import logging
-
 from comfy_api.latest import io, ui
 
-from ..core.daclip import ARCH, DEGRADATIONS, DaclipEmbeds, classify_report, degradation_from_text, encode_images
+from ..core.daclip import (
+    ARCH,
+    DEGRADATIONS,
+    DaclipEmbeds,
+    classify_report,
+    degradation_from_text,
+    encode_images,
+)
 from . import common
-
-log = logging.getLogger(__name__)
 
 FOLDER = "daclip"
 CATEGORY = f"{common.CATEGORY}/DA-CLIP"
 DACLIP_MODEL = io.Custom("DACLIP_MODEL")
 DACLIP_EMBEDS = io.Custom("DACLIP_EMBEDS")
+DACLIP = common.ModelSocket(DACLIP_MODEL, "daclip_model", "Load DA-CLIP Model", ARCH.id)
+DACLIP_EMB = common.PayloadSocket(DACLIP_EMBEDS, "daclip_embeds", "DA-CLIP Encode Image", DaclipEmbeds)
 DEFAULT_LABELS = "\n".join(DEGRADATIONS)
 
-__all__ = ["DACLIP_EMBEDS", "DACLIP_MODEL", "NODES", "DaclipEmbeds", "daclip_payload"]
-
-
-def daclip_payload(value: object, batch: int = 1) -> tuple[common.ModelPayload, int]:
-    """A checked DACLIP_MODEL payload and the activation bytes to reserve for encoding ``batch`` images."""
-    payload = common.expect_model(value, "daclip_model", "DACLIP_MODEL", "Load DA-CLIP Model", ARCH.id)
-    return payload, payload.descriptor.memory_for(batch)
-
-
-def _prepare(value: object, image):
-    """What every image node of DA-CLIP starts with: the IMAGE as ``[B,3,H,W]``, the DA-CLIP module loaded for
-    ``B`` images, and a progress callback over them."""
-    rgb, _ = common.image_to_bchw(image)
-    (module,) = common.load_models(daclip_payload(value, rgb.shape[0]))
-    return module, rgb, common.progress_callback(rgb.shape[0])
+__all__ = ["DACLIP", "DACLIP_EMB", "DACLIP_EMBEDS", "DACLIP_MODEL", "NODES", "DaclipEmbeds"]
 
 
 class DACLIPLoader(io.ComfyNode):
@@ -45,27 +36,22 @@ class DACLIPLoader(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="DACLIPLoader",
-            display_name="Load DA-CLIP Model",
+            display_name=DACLIP.source,
             category=CATEGORY,
             description="Loads a DA-CLIP model (degradation-aware CLIP) from models/daclip: the official "
                         "daclip_ViT-B-32.pt (for universal-ir) or wild-daclip_ViT-L-14.pt (for wild-ir), as "
                         "released (training checkpoint, read safely) or converted to .safetensors. The model size "
                         "is read from the file.",
             inputs=[
-                io.Combo.Input("model_name", options=common.model_list(FOLDER),
-                               tooltip="DA-CLIP checkpoint in models/daclip (.pt or .safetensors)."),
-                io.Combo.Input("dtype", options=common.DTYPE_OPTIONS, default="auto", tooltip=common.DTYPE_TOOLTIP),
+                common.model_name_input(FOLDER, "DA-CLIP checkpoint in models/daclip (.pt or .safetensors)."),
+                common.dtype_input(),
             ],
-            outputs=[DACLIP_MODEL.Output(display_name="daclip_model",
-                                         tooltip="The DA-CLIP model, for the encode / classify nodes and "
-                                                 "DA-CLIP restoration.")],
+            outputs=[DACLIP.output("The DA-CLIP model, for the encode / classify nodes and DA-CLIP restoration.")],
         )
 
     @classmethod
     def execute(cls, model_name, dtype="auto") -> io.NodeOutput:
-        desc = common.load_file(FOLDER, model_name, ARCH.id, common.widget_dtype(dtype))
-        log.info("DA-CLIP %s from %s (%s)", desc.config.name, desc.source, desc.dtype)
-        return io.NodeOutput(common.wrap(desc, model_name))
+        return common.loaded(FOLDER, model_name, ARCH.id, common.widget_dtype(dtype))
 
 
 class DACLIPEncode(io.ComfyNode):
@@ -79,17 +65,13 @@ class DACLIPEncode(io.ComfyNode):
                         "features) and a degradation embedding (the controller's features), as the official "
                         "restoration pipeline uses them. Images of any size and aspect are resized (shorter side) "
                         "and centre-cropped to the model's input size; alpha is ignored.",
-            inputs=[
-                DACLIP_MODEL.Input("daclip_model", tooltip="From 'Load DA-CLIP Model'."),
-                io.Image.Input("image", tooltip="Image batch to embed (one embedding pair per image)."),
-            ],
-            outputs=[DACLIP_EMBEDS.Output(display_name="daclip_embeds",
-                                          tooltip="Clean + degradation embeddings, one pair per image of the batch.")],
+            inputs=DACLIP.image_inputs("Image batch to embed (one embedding pair per image)."),
+            outputs=[DACLIP_EMB.output("Clean + degradation embeddings, one pair per image of the batch.")],
         )
 
     @classmethod
     def execute(cls, daclip_model, image) -> io.NodeOutput:
-        module, rgb, progress = _prepare(daclip_model, image)
+        module, rgb, progress = DACLIP.prepare(daclip_model, image)
         return io.NodeOutput(encode_images(module, rgb, progress=progress))
 
 
@@ -105,8 +87,7 @@ class DACLIPClassifyDegradation(io.ComfyNode):
                         "(softmax over 100 x cosine, as the official code). The table is shown on the node.",
             is_output_node=True,
             inputs=[
-                DACLIP_MODEL.Input("daclip_model", tooltip="From 'Load DA-CLIP Model'."),
-                io.Image.Input("image", tooltip="Image batch to classify (each image separately)."),
+                *DACLIP.image_inputs("Image batch to classify (each image separately)."),
                 io.String.Input("labels", multiline=True, default=DEFAULT_LABELS,
                                 tooltip="Candidate labels, one per line (default: the ten degradations DA-CLIP was "
                                         "trained on). Other wordings work too, with less reliable scores."),
@@ -128,7 +109,7 @@ class DACLIPClassifyDegradation(io.ComfyNode):
 
     @classmethod
     def execute(cls, daclip_model, image, labels=DEFAULT_LABELS, top_k=1) -> io.NodeOutput:
-        module, rgb, progress = _prepare(daclip_model, image)
+        module, rgb, progress = DACLIP.prepare(daclip_model, image)
         r = classify_report(module, rgb, labels, top_k, progress=progress)
         return io.NodeOutput("\n".join(r.top), r.top_probability, r.table, ui=ui.PreviewText(r.table))
 
@@ -144,8 +125,7 @@ class DACLIPDegradationFromText(io.ComfyNode):
                         "label you choose, so restoration removes that degradation even when the classifier "
                         "guessed wrong. The clean-content embedding still comes from the image.",
             inputs=[
-                DACLIP_MODEL.Input("daclip_model", tooltip="From 'Load DA-CLIP Model'."),
-                io.Image.Input("image", tooltip="Image batch (the clean-content embeddings come from it)."),
+                *DACLIP.image_inputs("Image batch (the clean-content embeddings come from it)."),
                 io.Combo.Input("label", options=list(DEGRADATIONS), default=DEGRADATIONS[0],
                                tooltip="The degradation to remove (one of the ten DA-CLIP was trained on)."),
                 io.String.Input("custom_label", default="", optional=True,
@@ -155,15 +135,14 @@ class DACLIPDegradationFromText(io.ComfyNode):
                                          "embedding (the restoration network was trained on image embeddings; "
                                          "CLIP text and image embeddings have different lengths)."),
             ],
-            outputs=[DACLIP_EMBEDS.Output(display_name="daclip_embeds",
-                                          tooltip="Clean embeddings of the images + the label's degradation "
-                                                  "embedding for every image.")],
+            outputs=[DACLIP_EMB.output("Clean embeddings of the images + the label's degradation embedding for "
+                                       "every image.")],
         )
 
     @classmethod
     def execute(cls, daclip_model, image, label=DEGRADATIONS[0], custom_label="", match_norm=True
                 ) -> io.NodeOutput:
-        module, rgb, progress = _prepare(daclip_model, image)
+        module, rgb, progress = DACLIP.prepare(daclip_model, image)
         text = (custom_label or "").strip() or label
         return io.NodeOutput(degradation_from_text(module, rgb, text, match_norm, progress=progress))
 

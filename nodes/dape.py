@@ -15,7 +15,7 @@ from comfy_api.latest import io
 
 from ..core.errors import WrongModelError
 from ..core.paths import first_match
-from ..core.ram import CHUNK, RAM, load_tagger_descriptor, tag_images
+from ..core.ram import RAM, DapeEmbeds, load_tagger_descriptor, tag_images
 from ..core.ram.keys import DAPE_FILE, DAPE_PATTERNS, RAM_FILE, RAM_PATTERNS
 from . import common
 
@@ -26,12 +26,8 @@ DAPE_EMBEDS = io.Custom("DAPE_EMBEDS")
 FOLDER = "dape"
 NONE = "none"
 CATEGORY = f"{common.CATEGORY}/DAPE"
-
-
-def tagger_payload(value: object, batch: int = CHUNK) -> tuple[common.ModelPayload, int]:
-    """A checked DAPE_MODEL payload and the activation bytes to reserve for tagging ``batch`` images."""
-    payload = common.expect_model(value, "dape_model", "DAPE_MODEL", "Load DAPE / RAM Tagger", RAM.id)
-    return payload, payload.descriptor.memory_for(batch)
+DAPE = common.ModelSocket(DAPE_MODEL, "dape_model", "Load DAPE / RAM Tagger", RAM.id)
+DAPE_EMB = common.PayloadSocket(DAPE_EMBEDS, "dape_embeds", "DAPE Tagger", DapeEmbeds)
 
 
 class DAPELoader(io.ComfyNode):
@@ -42,7 +38,7 @@ class DAPELoader(io.ComfyNode):
         dape_default = first_match(files, DAPE_PATTERNS) or NONE
         return io.Schema(
             node_id="DAPELoader",
-            display_name="Load DAPE / RAM Tagger",
+            display_name=DAPE.source,
             category=CATEGORY,
             description=f"Loads the RAM Swin-L tagger ({RAM_FILE}, or a converted .safetensors) from models/dape and "
                         f"merges SeeSR's degradation-aware DAPE LoRA ({DAPE_FILE}) into it when given. With DAPE the "
@@ -56,7 +52,7 @@ class DAPELoader(io.ComfyNode):
                                tooltip=f"SeeSR's DAPE LoRA ({DAPE_FILE}, 7 MB) merged into RAM; 'none' = plain RAM. "
                                        "Ignored for a converted file that already has DAPE merged."),
             ],
-            outputs=[DAPE_MODEL.Output(display_name="dape_model", tooltip="The RAM tagger (with DAPE merged).")],
+            outputs=[DAPE.output("The RAM tagger (with DAPE merged).")],
         )
 
     @classmethod
@@ -67,11 +63,9 @@ class DAPELoader(io.ComfyNode):
             raise WrongModelError(f"'{ram_name}' was selected as both the RAM model and the DAPE LoRA; choose "
                                   f"{RAM_FILE} as ram_name and {DAPE_FILE} as dape_name.")
         dtype = common.compute_dtype((torch.float16, torch.float32), model_params=213_000_000)
-        try:
+        with common.naming_folders(FOLDER):
             desc = load_tagger_descriptor(ram_path, dape_path, dtype=dtype)
-        except WrongModelError as exc:
-            raise WrongModelError(f"{exc} Folders searched: {common.searched(FOLDER)}.") from None
-        return io.NodeOutput(common.wrap(desc, ram_name))
+        return common.model_output(desc, ram_name)
 
 
 class DAPETagger(io.ComfyNode):
@@ -85,9 +79,8 @@ class DAPETagger(io.ComfyNode):
                         "joined with ', ') and returns the image embeddings that SeeSR's image cross-attention uses. "
                         "The tags are shown on the node.",
             inputs=[
-                DAPE_MODEL.Input("dape_model", tooltip="From 'Load DAPE / RAM Tagger'."),
-                io.Image.Input("image", tooltip="Image(s) of any size; each is stretched to 384×384 (bilinear, "
-                               "antialiased). Alpha is ignored, grayscale is used as RGB."),
+                *DAPE.image_inputs("Image(s) of any size; each is stretched to 384×384 (bilinear, antialiased). "
+                                   "Alpha is ignored, grayscale is used as RGB."),
                 io.Float.Input("threshold", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="0 = RAM's per-class thresholds (recommended). Otherwise one probability "
                                        "threshold for every tag (higher = fewer tags)."),
@@ -105,17 +98,14 @@ class DAPETagger(io.ComfyNode):
                                          "run once per image). For one image: simply its tags."),
                 io.String.Output(display_name="tags_text",
                                  tooltip="All images' tag strings in one STRING, one line per image."),
-                DAPE_EMBEDS.Output(display_name="dape_embeds",
-                                   tooltip="Per-image embeddings [B,145,512] and tags (SeeSR's soft and hard prompt)."),
+                DAPE_EMB.output("Per-image embeddings [B,145,512] and tags (SeeSR's soft and hard prompt)."),
             ],
         )
 
     @classmethod
     def execute(cls, dape_model, image, threshold=0.0, exclude="", max_tags=0, antialias=True) -> io.NodeOutput:
-        x, _ = common.image_to_bchw(image)
-        (tagger,) = common.load_models(tagger_payload(dape_model, x.shape[0]))
-        payload = tag_images(tagger, x, threshold or None, exclude, max_tags or None, antialias,
-                             progress=common.progress_callback(x.shape[0]))
+        tagger, x, progress = DAPE.prepare(dape_model, image)
+        payload = tag_images(tagger, x, threshold or None, exclude, max_tags or None, antialias, progress=progress)
         tags = list(payload.tags)
         shown = tags if len(tags) == 1 else [f"{i + 1}: {t}" for i, t in enumerate(tags)]
         return io.NodeOutput(tags, "\n".join(tags), payload, ui={"text": shown})

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-import logging
-
 from comfy_api.latest import io
 
-from ..core.daclip import DaclipEmbeds
 from ..core.irsde import ARCH, SAMPLERS, pairing_hint, restore
 from ..core.irsde.arch import restore_memory
 from ..core.irsde.restore import TILE_MODES
 from . import common
-from .daclip import DACLIP_EMBEDS, DACLIP_MODEL, daclip_payload
-
-log = logging.getLogger(__name__)
+from .daclip import DACLIP, DACLIP_EMB
 
 IRSDE_MODEL = io.Custom("IRSDE_MODEL")
 FOLDER = "irsde"
 CATEGORY = f"{common.CATEGORY}/DA-CLIP"
+IRSDE = common.ModelSocket(IRSDE_MODEL, "irsde_model", "Load IR-SDE Model", ARCH.id)
 STEPS = 100
+TILE = 512  # default tile side of IR-SDE restoration (exact low-memory mode by default)
+
+
+def seed_input(tooltip: str) -> io.Input:
+    """The IR-SDE noise seed widget (image b of a batch uses seed + b)."""
+    return io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True, tooltip=tooltip)
+
+
+def tile_input(tooltip: str) -> io.Input:
+    """The IR-SDE tile side widget (0 = whole image)."""
+    return io.Int.Input("tile", default=TILE, min=0, max=8192, step=16, tooltip=tooltip)
 
 
 class IRSDELoader(io.ComfyNode):
@@ -31,18 +38,13 @@ class IRSDELoader(io.ComfyNode):
             description="Loads the IR-SDE restoration network of DA-CLIP from models/irsde: universal-ir.pth "
                         "(ten degradations; pair it with daclip_ViT-B-32.pt) or wild-ir.pth (real-world photos; "
                         "pair it with wild-daclip_ViT-L-14.pt). The variant and sizes are read from the file.",
-            inputs=[io.Combo.Input("model_name", options=common.model_list(FOLDER),
-                                   tooltip="IR-SDE checkpoint in models/irsde (.pth or .safetensors).")],
-            outputs=[IRSDE_MODEL.Output(display_name="irsde_model",
-                                        tooltip="The IR-SDE network (universal or wild variant).")],
+            inputs=[common.model_name_input(FOLDER, "IR-SDE checkpoint in models/irsde (.pth or .safetensors).")],
+            outputs=[IRSDE.output("The IR-SDE network (universal or wild variant).")],
         )
 
     @classmethod
     def execute(cls, model_name) -> io.NodeOutput:
-        desc = common.load_file(FOLDER, model_name, ARCH.id)
-        log.info("IR-SDE %s: %s-ir, nf %d, context %d", desc.source, desc.config.variant, desc.config.nf,
-                 desc.config.context_dim)
-        return io.NodeOutput(common.wrap(desc, model_name))
+        return common.loaded(FOLDER, model_name, ARCH.id)
 
 
 class DACLIPRestore(io.ComfyNode):
@@ -58,22 +60,18 @@ class DACLIPRestore(io.ComfyNode):
                         "model (it embeds the image) or DACLIP_EMBEDS (e.g. with a degradation chosen by text). "
                         f"Pairs: {pairing_hint()}.",
             inputs=[
-                IRSDE_MODEL.Input("irsde_model", tooltip="From 'Load IR-SDE Model'."),
+                IRSDE.input(),
                 io.Image.Input("image", tooltip="Degraded image(s); output has the same size. Alpha passes through."),
-                DACLIP_MODEL.Input("daclip_model", optional=True,
-                                   tooltip="DA-CLIP model that embeds each image (B-32 for universal-ir, L-14 for "
-                                           "wild-ir). Needed unless daclip_embeds is connected."),
-                DACLIP_EMBEDS.Input("daclip_embeds", optional=True,
-                                    tooltip="Precomputed DA-CLIP embeddings (one for all images or one per image); "
-                                            "used instead of daclip_model when connected."),
+                DACLIP.input("DA-CLIP model that embeds each image (B-32 for universal-ir, L-14 for wild-ir). Needed "
+                             "unless daclip_embeds is connected.", optional=True),
+                DACLIP_EMB.input("Precomputed DA-CLIP embeddings (one for all images or one per image); used instead "
+                                 "of daclip_model when connected.", optional=True),
                 io.Combo.Input("sampler", options=list(SAMPLERS), default="posterior",
                                tooltip="posterior: the official optimal-posterior sampler (default); sde: Euler "
                                        "steps of the reverse SDE."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Noise seed; image b of a batch uses seed + b, so batches match single runs."),
-                io.Int.Input("tile", default=512, min=0, max=8192, step=16,
-                             tooltip="Tile side in pixels (0 = whole image at once). Images within one tile are "
-                                     "processed whole; for larger ones the tile bounds the memory."),
+                seed_input("Noise seed; image b of a batch uses seed + b, so batches match single runs."),
+                tile_input("Tile side in pixels (0 = whole image at once). Images within one tile are processed "
+                           "whole; for larger ones the tile bounds the memory."),
                 io.Int.Input("overlap", default=64, min=0, max=512, step=8,
                              tooltip="'tiles' mode only: overlap between tiles in pixels (blended at every step; at "
                                      "most half the tile is used)."),
@@ -88,16 +86,16 @@ class DACLIPRestore(io.ComfyNode):
 
     @classmethod
     def execute(cls, irsde_model, image, daclip_model=None, daclip_embeds=None, sampler="posterior", seed=0,
-                tile=512, overlap=64, tile_mode="exact") -> io.NodeOutput:
-        net = common.expect_model(irsde_model, "irsde_model", "IRSDE_MODEL", "Load IR-SDE Model", ARCH.id)
+                tile=TILE, overlap=64, tile_mode="exact") -> io.NodeOutput:
+        net = IRSDE.check(irsde_model)
         x, alpha = common.image_to_bchw(image)
         h, w = x.shape[-2:]
         loads = [(net, restore_memory(net.descriptor.config, (h, w), tile, tile_mode))]
         cond = None
         if daclip_embeds is not None:
-            cond = common.expect(daclip_embeds, DaclipEmbeds, "daclip_embeds", "DACLIP_EMBEDS", "DA-CLIP Encode Image")
+            cond = DACLIP_EMB.check(daclip_embeds)
         elif daclip_model is not None:
-            loads.append(daclip_payload(daclip_model, x.shape[0]))
+            loads.append(DACLIP.reserve(daclip_model, x.shape[0]))
         network, *clip = common.load_models(*loads)
         cond = clip[0] if clip else cond
         # core moves one image at a time to the model's device and returns the batch on the input's (CPU) device

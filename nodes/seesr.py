@@ -17,7 +17,6 @@ from comfy_api.latest import io
 
 from ..core.errors import InputError
 from ..core.image import check_finite
-from ..core.ram import DapeEmbeds
 from ..core.seesr import (
     ADDED_PROMPT,
     NEGATIVE_PROMPT,
@@ -29,7 +28,7 @@ from ..core.seesr import (
 )
 from ..core.seesr.sampler import match_token_lengths
 from . import common
-from .dape import DAPE_EMBEDS
+from .dape import DAPE_EMB
 from .seesr_native import (
     CATEGORY,
     SEESR_MODEL,
@@ -42,6 +41,7 @@ __all__ = ["NODES", "SEESR_MODEL", "SEESR_SIZE", "SeeSRApply", "SeeSRFinalResize
            "SeeSRPrompt", "SeeSRTextEncode", "SeeSRTiledSampling", "encode_rows"]
 
 SEESR_SIZE = io.Custom("SEESR_SIZE")
+SIZE = common.PayloadSocket(SEESR_SIZE, "seesr_size", "SeeSR LR Embedding", SizePlan)
 
 
 # ----------------------------------------------------------------------------------------------- text
@@ -81,11 +81,21 @@ def encode_rows(clip, texts: list[str]) -> list:
     return [[torch.cat(conds), _stack_extra([e for _, e in rows])]]
 
 
+def prompt_inputs(user_tooltip: str, negative_tooltip: str) -> list[io.Input]:
+    """The words of SeeSR's prompt besides the tags: the user's, SeeSR's added quality words and the negative
+    prompt (defaults: the official test script's)."""
+    return [io.String.Input("user_prompt", default="", multiline=True, tooltip=user_tooltip),
+            io.String.Input("added_prompt", default=ADDED_PROMPT, tooltip="Appended quality words (official)."),
+            io.String.Input("negative_prompt", default=NEGATIVE_PROMPT, multiline=True, tooltip=negative_tooltip)]
+
+
 class SeeSRTextEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="SeeSRTextEncode", display_name="SeeSR Text Encode (per image)", category=CATEGORY,
+            node_id="SeeSRTextEncode",
+            display_name="SeeSR Text Encode (per image)",
+            category=CATEGORY,
             description="Encodes SeeSR's prompts for a whole batch at once: for image i, positive = '{tags i}, {user "
                         "prompt},' + added prompt (SeeSR's test script), encoded with the SD-2 CLIP as CLIP Text "
                         "Encode does; the rows are stacked into ONE conditioning whose row i conditions latent row "
@@ -93,12 +103,9 @@ class SeeSRTextEncode(io.ComfyNode):
                         "row. Use this, not SeeSR Prompt + CLIP Text Encode, for batches of more than one image.",
             inputs=[
                 io.Clip.Input("clip", tooltip="SD-2 CLIP (Load Checkpoint)."),
-                DAPE_EMBEDS.Input("dape_embeds", tooltip="DAPE Tagger 'dape_embeds': carries each image's tags."),
-                io.String.Input("user_prompt", default="", multiline=True,
-                                tooltip="Your own words for every image (may be empty)."),
-                io.String.Input("added_prompt", default=ADDED_PROMPT, tooltip="Appended quality words (official)."),
-                io.String.Input("negative_prompt", default=NEGATIVE_PROMPT, multiline=True,
-                                tooltip="Negative prompt (official default), the same for every image."),
+                DAPE_EMB.input("DAPE Tagger 'dape_embeds': carries each image's tags."),
+                *prompt_inputs("Your own words for every image (may be empty).",
+                               "Negative prompt (official default), the same for every image."),
             ],
             outputs=[io.Conditioning.Output(display_name="positive",
                                             tooltip="One row per image (row i: image i's SeeSR prompt)."),
@@ -110,7 +117,7 @@ class SeeSRTextEncode(io.ComfyNode):
                 negative_prompt=NEGATIVE_PROMPT) -> io.NodeOutput:
         if clip is None:
             raise InputError("the 'clip' input is empty: connect the SD-2 CLIP (Load Checkpoint 'CLIP')")
-        emb = common.expect(dape_embeds, DapeEmbeds, "dape_embeds", "DAPE_EMBEDS", "DAPE Tagger")
+        emb = DAPE_EMB.check(dape_embeds)
         if not emb.tags:
             raise InputError("the 'dape_embeds' input carries no tags (it must come from 'DAPE / RAM Tag Image')")
         pairs = [build_prompts(t, user_prompt, added_prompt, negative_prompt) for t in emb.tags]
@@ -126,7 +133,9 @@ class SeeSRPrompt(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="SeeSRPrompt", display_name="SeeSR Prompt", category=CATEGORY,
+            node_id="SeeSRPrompt",
+            display_name="SeeSR Prompt",
+            category=CATEGORY,
             description="Builds SeeSR's prompts: positive = '{tags}, {user prompt},' + added prompt; negative as "
                         "given. Feed both to core CLIPTextEncode with the SD-2 CLIP. For one image only: with a "
                         "batch the tags list would run the sampler once per image on the whole batch; use SeeSR "
@@ -134,10 +143,7 @@ class SeeSRPrompt(io.ComfyNode):
             inputs=[
                 io.String.Input("tags", default="", force_input=True,
                                 tooltip="Tags of the LR image (DAPE Tagger 'tags' output)."),
-                io.String.Input("user_prompt", default="", multiline=True, tooltip="Your own words (may be empty)."),
-                io.String.Input("added_prompt", default=ADDED_PROMPT, tooltip="Appended quality words (official)."),
-                io.String.Input("negative_prompt", default=NEGATIVE_PROMPT, multiline=True,
-                                tooltip="Negative prompt (official default)."),
+                *prompt_inputs("Your own words (may be empty).", "Negative prompt (official default)."),
             ],
             outputs=[io.String.Output(display_name="positive", tooltip="Positive prompt text."),
                      io.String.Output(display_name="negative", tooltip="Negative prompt text.")])
@@ -152,7 +158,9 @@ class SeeSRLREmbedding(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="SeeSRLREmbedding", display_name="SeeSR LR Embedding", category=CATEGORY,
+            node_id="SeeSRLREmbedding",
+            display_name="SeeSR LR Embedding",
+            category=CATEGORY,
             description="Resizes the LR image with SeeSR's rules (pre-scale tiny inputs, ×upscale bicubic, multiple "
                         "of 8) and VAE-encodes it: the clean LR latent SeeSR starts from (core KSampler with denoise "
                         "1.0 noises it to the first sigma: SeeSR's LR embedding) and the condition image for the "
@@ -170,9 +178,7 @@ class SeeSRLREmbedding(io.ComfyNode):
                                               "KSampler 'latent_image' with denoise 1.0."),
                      io.Image.Output(display_name="condition_image",
                                      tooltip="The resized LR image (ControlNet condition and colour reference)."),
-                     SEESR_SIZE.Output(display_name="seesr_size",
-                                       tooltip="The size plan (input, processed and final size) for SeeSR Final "
-                                               "Resize.")])
+                     SIZE.output("The size plan (input, processed and final size) for SeeSR Final Resize.")])
 
     @classmethod
     def execute(cls, vae, image, upscale=4, process_size=512) -> io.NodeOutput:
@@ -187,20 +193,22 @@ class SeeSRFinalResize(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="SeeSRFinalResize", display_name="SeeSR Final Resize", category=CATEGORY,
+            node_id="SeeSRFinalResize",
+            display_name="SeeSR Final Resize",
+            category=CATEGORY,
             description="Resizes the decoded SeeSR result (processed size: a multiple of 8, tiny inputs pre-scaled) "
                         "to exactly upscale × the input size (bicubic, antialiased like PIL), as SeeSR's test "
                         "script does last: 100×100 ×4 → 400×400, 101×75 → 404×300. Place it after VAE Decode / "
                         "colour fix.",
             inputs=[
                 io.Image.Input("image", tooltip="Decoded result(s) at the processed size (VAE Decode, AR Color Fix)."),
-                SEESR_SIZE.Input("seesr_size", tooltip="SeeSR LR Embedding 'seesr_size'."),
+                SIZE.input("SeeSR LR Embedding 'seesr_size'."),
             ],
             outputs=[io.Image.Output(display_name="image", tooltip="The result at upscale × the input size.")])
 
     @classmethod
     def execute(cls, image, seesr_size) -> io.NodeOutput:
-        plan = common.expect(seesr_size, SizePlan, "seesr_size", "SEESR_SIZE", "SeeSR LR Embedding")
+        plan = SIZE.check(seesr_size)
         rgb, alpha = common.image_to_bchw(image)
         w, h = rgb.shape[-1], rgb.shape[-2]
         if (w, h) != plan.process:

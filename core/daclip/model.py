@@ -105,10 +105,6 @@ class DaCLIP(nn.Module):
     def image_size(self) -> int:
         return self.config.image_size
 
-    @property
-    def embed_dim(self) -> int:
-        return self.config.embed_dim
-
     # Not named ``device``/``dtype``: ComfyUI's ModelPatcher assigns ``model.device`` when it moves a model.
     @property
     def weight_device(self) -> torch.device:

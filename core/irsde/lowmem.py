@@ -421,16 +421,10 @@ class LowMemNetwork(nn.Module):
     def __init__(self, network: ConditionalUNet, tile: int = DEFAULT_TILE, progress: Progress | None = None) -> None:
         super().__init__()
         self.network = network
+        self.config: UNetConfig = network.config
+        self.variant: str = network.variant
         self.tile = int(tile)
         self.progress = progress
-
-    @property
-    def config(self) -> UNetConfig:
-        return self.network.config
-
-    @property
-    def variant(self) -> str:
-        return self.network.variant
 
     def forward(self, xt: torch.Tensor, mu: torch.Tensor, t: float | torch.Tensor,
                 text_context: torch.Tensor | None = None, image_context: torch.Tensor | None = None) -> torch.Tensor:
