@@ -102,7 +102,7 @@ def _tiling(photos: str | None, threads: int) -> dict:
     import torch
     from aware_restore.core.ssen import load_ssen
     from aware_restore.core.ssen.infer import super_resolve
-    from aware_restore.training.ssen.data import bicubic_down
+    from aware_restore.training.ssen.data import make_lr
     from aware_restore.training.ssen.heldout import holdout_images
     from aware_restore.training.ssen.metrics import psnr_y
     from aware_restore.training.ssen.photos import find_photos
@@ -114,7 +114,7 @@ def _tiling(photos: str | None, threads: int) -> dict:
     for name, side, tiles in TILING_CASES:
         img = images[name][None]
         hr = img[..., 32:32 + side, 32:32 + side]
-        lr = bicubic_down(hr)
+        lr = make_lr(hr)
         for mode in ("self", f"shift{SHIFT}"):
             ref = None if mode == "self" else img[..., 32 - SHIFT:32 - SHIFT + side, 32 - SHIFT:32 - SHIFT + side]
             whole = super_resolve(model, lr, ref)

@@ -81,12 +81,12 @@ def test_tiled_matches_untiled_on_a_photo(shift):
     in one tile. References: the ground truth (shift 0) and the window ``shift`` px up-left (content further
     down-right, partly outside each tile's own box)."""
     from aware_restore.core.ssen.infer import super_resolve
-    from aware_restore.training.ssen.data import bicubic_down
+    from aware_restore.training.ssen.data import make_lr
 
     img = holdout_images()["skimage_astronaut"]
     hr = img[None, :, 200:392, 200:392]
     ref = img[None, :, 200 - shift:392 - shift, 200 - shift:392 - shift]
-    lr = bicubic_down(hr)
+    lr = make_lr(hr)
     model = load_ssen()
     whole = super_resolve(model, lr, ref)
     assert torch.equal(whole, super_resolve(model, lr, ref, tile=48))
