@@ -1,12 +1,13 @@
 """SSEN ×4 on CPU (GPU when available): wall time and peak RSS for 128²→512² and 256²→1024², against bicubic
 and against the same network without the SSEN reference branch (each case in a fresh subprocess so its peak RSS
 is its own), and the held-out quality table of the shipped model (training/ssen/heldout.py: 14 crops of 7 photos
-never used in training; bicubic / self-similarity / aligned, shifted, larger and irrelevant references; Y-PSNR,
-SSIM, grid ratio; plus the motorcycle stereo partner), and what tiling changes (tiled vs untiled output of held-out
+never used in training; bicubic / self-similarity / same-scene references at 0.5×–2× zoom, video frames 1/5/15
+apart, an irrelevant photo; Y-PSNR, SSIM, grid ratio; plus the motorcycle stereo partner), the time and peak
+memory of the parameter-free match alone at 512² with a 2048² reference, and what tiling changes (tiled vs untiled output of held-out
 photos, with and without a reference). Prints the tables and writes benchmarks/results/ssen.json.
 
     python benchmarks/bench_ssen.py [--threads N] [--repeats N] [--photos DIR] [--no-quality] [--no-speed]
-                                    [--no-tiling]
+                                    [--no-tiling] [--no-match]
 
 The held-out photos come from ``--photos`` or ``training.ssen.photos.find_photos`` (prepared on first use with
 ``apt-get download``, ~160 MB).
@@ -26,6 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SIZES = (128, 256)
 METHODS = ("bicubic", "no_ssen", "ssen")
+MATCH_LR, MATCH_REF = 512, 2048  # the match alone: 512² input, 2048² reference
 
 
 def _case(method: str, size: int, threads: int, repeats: int, device: str) -> dict:
@@ -67,6 +69,40 @@ def _case(method: str, size: int, threads: int, repeats: int, device: str) -> di
     if device == "cuda":
         res["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
     return res
+
+
+def _match_case(size: int, ref_side: int, threads: int, repeats: int, device: str) -> dict:
+    """The parameter-free match alone (scale/rotation search, displacement search, gate) on a ``size``² input with
+    a ``ref_side``² reference that shows the input's content at 0.75× zoom (a textured synthetic scene)."""
+    import torch
+    import torch.nn.functional as F
+    from aware_restore.core.ssen import load_ssen
+    from aware_restore.core.ssen.resample import bicubic_downscale
+
+    torch.set_num_threads(threads)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    g = torch.Generator().manual_seed(0)
+    side = ref_side + ref_side // 8
+    scene = sum(F.interpolate(torch.rand(1, 3, k, k, generator=g), size=(side, side), mode="bicubic",
+                              align_corners=False) for k in (16, 64, 256)) / 3
+    ref = scene[..., :ref_side, :ref_side].clamp(0, 1).to(device)
+    win = round(3 * size)  # 0.75 reference px per output px over a 4·size output
+    hr = F.interpolate(scene[..., side // 16:side // 16 + win, side // 16:side // 16 + win], size=(4 * size,) * 2,
+                       mode="bicubic", align_corners=False).clamp(0, 1)
+    lr = bicubic_downscale(hr).clamp(0, 1).to(device)
+    del scene, hr
+    module = load_ssen().to(device).ssen
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            t = time.perf_counter()
+            m = module.match(lr, ref)
+            times.append(time.perf_counter() - t)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"method": "match", "lr": size, "ref": ref_side, "seconds": min(times), "peak_rss_mib": peak / 1024,
+            "rss_over_import_mib": (peak - base_rss) / 1024, "zoom_median": float(m.zoom.median()),
+            "gate_mean": float(m.gate.mean()),
+            "mib_per_output_megapixel": (peak - base_rss) / 1024 / (16 * size * size / 1e6)}
 
 
 def _quality(photos: str | None, threads: int) -> dict:
@@ -143,6 +179,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--no-quality", action="store_true", help="skip the held-out quality table")
     ap.add_argument("--no-speed", action="store_true", help="skip the speed / memory table")
     ap.add_argument("--no-tiling", action="store_true", help="skip the tiled-vs-untiled audit")
+    ap.add_argument("--no-match", action="store_true", help="skip the match time/memory at 512² with a 2048² ref")
     ap.add_argument("--case", nargs=2, metavar=("METHOD", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.device == "auto":
@@ -150,8 +187,11 @@ def main(argv: list[str]) -> int:
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.case:
-        sys.stdout.write(json.dumps(_case(args.case[0], int(args.case[1]), args.threads, args.repeats,
-                                          args.device)) + "\n")
+        if args.case[0] == "match":
+            res = _match_case(int(args.case[1]), MATCH_REF, args.threads, args.repeats, args.device)
+        else:
+            res = _case(args.case[0], int(args.case[1]), args.threads, args.repeats, args.device)
+        sys.stdout.write(json.dumps(res) + "\n")
         return 0
     out_path = HERE / "results" / "ssen.json"
     previous = json.loads(out_path.read_text()) if out_path.is_file() else {}
@@ -175,6 +215,17 @@ def main(argv: list[str]) -> int:
         result["summary"] = {f"{r['method']}_{r['lr']}": round(r["seconds"], 3) for r in rows}
     else:
         result.update({k: previous[k] for k in ("rows", "summary") if k in previous})
+    if not args.no_match:
+        cmd = [sys.executable, __file__, "--case", "match", str(MATCH_LR), "--threads", str(args.threads),
+               "--repeats", "1", "--device", args.device]
+        r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        sys.stdout.write(f"match {r['lr']}² input, {r['ref']}² reference: {r['seconds']:.1f} s, peak RSS "
+                         f"{r['peak_rss_mib']:.0f} MiB ({r['rss_over_import_mib']:.0f} over import, "
+                         f"{r['mib_per_output_megapixel']:.0f} MiB per output megapixel); chosen zoom "
+                         f"{r['zoom_median']:.2f} (true 0.75), gate {r['gate_mean']:.2f}\n")
+        result["match"] = r
+    elif "match" in previous:
+        result["match"] = previous["match"]
     if not args.no_quality:
         result["heldout"] = _quality(args.photos, args.threads)
         sys.stdout.write(result["heldout"]["table"] + "\n" + result["heldout"]["summary"] + "\n")

@@ -9,7 +9,7 @@ from ..errors import InputError
 from ..image import check_finite, match_batch
 from ..progress import Progress
 from ..tiling import blend_tiles, grid, retry_on_oom
-from .match import RADIUS
+from .match import RADIUS, warp
 from .model import SCALE, SSENet
 
 MIN_SIDE = 4
@@ -105,7 +105,11 @@ def _traced(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None):
     refs = pair_references(lr, None if ref is None else ref.to(p.device, p.dtype))
     m = model.ssen.match(lr, refs, model.scale_search)
     _, trace = model(lr, m.ref, return_offsets=True, ref_origin=(0, 0), match=(m.flow, m.gate))
-    return trace, m
+    # in the reference resized to the output's frame: the displacement composed with the alignment already inside
+    # the matched reference (for a frame-only match that part is zero and ``flow`` is in the displacement)
+    disp = trace["displacement"].float()
+    trace["displacement"] = disp + warp(m.inside.float(), disp)
+    return trace, m, SSENet.prepare_reference(lr, refs).float() if refs is not None else None
 
 
 @torch.no_grad()
@@ -113,14 +117,14 @@ def displacement(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = Non
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Where each LR pixel's content is read from in the matched reference, and how much the reference is used.
 
-    Returns ``(disp, weight)``: ``disp`` ``[B,2,h,w]`` (dy, dx) in LR pixels on the output grid of the matched
-    reference (``Match.ref``: for a reference in the output's frame, the reference resized to ``4h × 4w``) — the
-    coarse match composed with the mean displacement of each of the three deformable layers
-    (:func:`compose_displacement`), i.e. the field the aligned reference detail is sampled with; ``weight``
+    Returns ``(disp, weight)``: ``disp`` ``[B,2,h,w]`` (dy, dx) in LR pixels in the reference resized to
+    ``4h × 4w`` — the match (scale/rotation candidate and displacement search) composed with the mean
+    displacement of each of the three deformable layers (:func:`compose_displacement`), i.e. the field the
+    aligned reference detail is sampled with; ``weight``
     ``[B,1,h,w]`` in [0, 1] — the detail weight (learned similarity × the parameter-free similarity gate). A
     reference whose content lies ``s`` LR pixels further right/down gives ``disp ≈ (s, s)``."""
-    trace, _ = _traced(model, lr, ref)
-    return trace["displacement"].float(), (trace["detail_weight"] * trace["gate"]).float()
+    trace, _, _ = _traced(model, lr, ref)
+    return trace["displacement"], (trace["detail_weight"] * trace["gate"]).float()
 
 
 def scale_colours(zoom: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
@@ -141,17 +145,17 @@ def offset_map(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = None,
 
     Returns ``(points, similarity)`` — and ``scale`` with ``with_scale`` — each ``[B,3,4h,4w]`` in [0,1]:
 
-    * ``points``: the matched reference (on the output grid, dimmed); for every ``step``-th LR pixel a white dot
+    * ``points``: the reference resized to ``4h × 4w`` (dimmed); for every ``step``-th LR pixel a white dot
       at the pixel itself, a line of dots to where its content is read (:func:`displacement`) and the 3×3
       footprint there, coloured by the detail weight (green = used, red = gated off).
     * ``similarity``: the detail weight as a heat map (bright = the reference is used there).
     * ``scale``: the reference scale chosen per region by the scale search (:func:`scale_colours`: blue 0.5×,
-      white 1×, red 2×; grey where the reference is not used) over the dimmed matched reference.
+      white 1×, red 2×; grey where the reference is not used) over the dimmed reference.
     """
-    trace, m = _traced(model, lr, ref)
-    disp = trace["displacement"].float().cpu()
+    trace, matched, framed = _traced(model, lr, ref)
+    disp = trace["displacement"].cpu()
     weight = (trace["detail_weight"] * trace["gate"]).float().cpu()
-    refs = m.ref.float().cpu()
+    refs = (matched.ref if framed is None else framed).float().cpu()
     b, _, h, w = lr.shape
     canvas = refs.clone() * 0.45
     H, W = SCALE * h, SCALE * w
@@ -180,6 +184,6 @@ def offset_map(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = None,
     heat = torch.cat((sim, sim ** 2, 1 - sim), 1) * 0.7 + 0.3 * refs.mean(1, keepdim=True)
     if not with_scale:
         return canvas.clamp(0, 1), heat.clamp(0, 1)
-    zoom = F.interpolate(scale_colours(m.zoom.float().cpu(), weight), scale_factor=SCALE, mode="nearest")
+    zoom = F.interpolate(scale_colours(matched.zoom.float().cpu(), weight), scale_factor=SCALE, mode="nearest")
     scale = 0.75 * zoom + 0.25 * refs.mean(1, keepdim=True)
     return canvas.clamp(0, 1), heat.clamp(0, 1), scale.clamp(0, 1)

@@ -32,7 +32,7 @@ from ..shapes import count_blocks, dim
 from .deform import ModulatedDeformConv2d
 from .match import box, coarse_flow, luma, ncc, warp
 from .resample import SCALE, bicubic_downscale, bicubic_up, resize_bicubic
-from .scale import align_candidate, choose, global_candidates, pick
+from .scale import align_candidate, choose, frame_flow, global_candidates, pick
 
 GATE_NCC = (0.5, 0.85)     # similarity gate: NCC mapped from 0 to 1
 GATE_SPREAD = (0.5, 2.0)   # similarity gate: flow spread (LR px) mapped from 1 to 0
@@ -224,16 +224,21 @@ class Match:
     the output grid (resized to the output's frame, or — where a scale/rotation candidate matched better — sampled
     through that candidate's transform and local displacement), ``flow`` ``[B,2,h,w]`` the displacement still to
     apply to ``ref`` (LR px; zero where a candidate's alignment is already in ``ref``), ``gate`` ``[B,1,h,w]`` the
-    similarity gate, ``zoom`` ``[B,1,h,w]`` the chosen scale (reference px per output px) and ``angle`` (degrees)."""
+    similarity gate, ``zoom`` ``[B,1,h,w]`` the chosen scale (reference px per output px), ``angle`` (degrees) and
+    ``inside`` ``[B,2,h,w]`` the part of the alignment already inside ``ref``, as a displacement (LR px) in the
+    reference resized to the output's frame (zero when ``ref`` is that resized reference)."""
     ref: torch.Tensor
     flow: torch.Tensor
     gate: torch.Tensor
     zoom: torch.Tensor
     angle: torch.Tensor
+    inside: torch.Tensor
+
+    FIELDS = ("ref", "flow", "gate", "zoom", "angle", "inside")
 
     @staticmethod
     def cat(ms: list[Match]) -> Match:
-        return Match(*(torch.cat([getattr(m, f) for m in ms]) for f in ("ref", "flow", "gate", "zoom", "angle")))
+        return Match(*(torch.cat([getattr(m, f) for m in ms]) for f in Match.FIELDS))
 
 
 def _frame_match(lr: torch.Tensor, ref4: torch.Tensor, zoom: float) -> Match:
@@ -241,7 +246,7 @@ def _frame_match(lr: torch.Tensor, ref4: torch.Tensor, zoom: float) -> Match:
     flow0, _ = coarse_flow(lr, bicubic_downscale(ref4))
     gate = similarity_gate(lr, bicubic_downscale(warp_hr(ref4, flow0)), flow0)
     z = torch.full_like(gate, zoom)
-    return Match(ref4, flow0, gate, z, torch.zeros_like(gate))
+    return Match(ref4, flow0, gate, z, torch.zeros_like(gate), torch.zeros_like(flow0))
 
 
 def _match_one(lr: torch.Tensor, ref: torch.Tensor, scale_search: bool) -> Match:
@@ -264,7 +269,9 @@ def _match_one(lr: torch.Tensor, ref: torch.Tensor, scale_search: bool) -> Match
     gate = similarity_gate(lr, bicubic_downscale(aligned), spread=spread)
     zoom = pick([torch.full_like(score_f, zf)] + [torch.full_like(score_f, c.zoom) for c, _ in found], idx)
     angle = pick([torch.zeros_like(score_f)] + [torch.full_like(score_f, c.angle) for c, _ in found], idx)
-    return Match(aligned, torch.zeros_like(flow_f), gate, zoom, angle)
+    frame_px = (ref.shape[-2] / h, ref.shape[-1] / w)  # native px per LR px of the output's frame
+    inside = pick([flow_f] + [frame_flow(c, r[1], frame_px) for c, r in found], idx)
+    return Match(aligned, torch.zeros_like(flow_f), gate, zoom, angle, inside)
 
 
 class SSENModule(nn.Module):

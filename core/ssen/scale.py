@@ -297,3 +297,13 @@ def pick(stack: list[torch.Tensor], index: torch.Tensor) -> torch.Tensor:
     if idx.shape[-2:] != t.shape[-2:]:
         idx = F.interpolate(idx.float(), size=t.shape[-2:], mode="nearest").long()
     return torch.gather(t, 0, idx.expand(t.shape[1:])[None])[0]
+
+
+def frame_flow(c: Candidate, flow: torch.Tensor, frame_px: tuple[float, float]) -> torch.Tensor:
+    """Candidate ``c`` with its local displacement ``flow`` [1,2,h,w] as a displacement (LR px) in the reference
+    resized to the output's frame (``frame_px``: native px per LR px of that frame)."""
+    h, w = flow.shape[-2:]
+    p = _centres(h, w, flow.device)
+    v = _apply(c.M, c.b, SCALE * (p + flow[0].float()))
+    fp = torch.stack((v[0] / frame_px[0], v[1] / frame_px[1]))
+    return (fp - p)[None]

@@ -178,7 +178,7 @@ def summary(res: dict) -> str:
 
 def worst_vs_self(res: dict, mode: str) -> float:
     """The lowest per-crop gain of ``mode`` over self-similarity (dB)."""
-    return min(r[mode] - r["self"] for r in res["rows"].values() if mode in r)
+    return min((r[mode] - r["self"] for r in res["rows"].values() if mode in r), default=float("nan"))
 
 
 def table(res: dict, stereo: dict | None = None) -> str:
@@ -189,7 +189,8 @@ def table(res: dict, stereo: dict | None = None) -> str:
              f"{m['bicubic_ssim']:.4f} |")]
     for k in MODES:
         if k in m:
-            worst = "" if k == "self" else f"{worst_vs_self(res, k):+.2f}"
+            worst = worst_vs_self(res, k)
+            worst = "" if k == "self" or math.isnan(worst) else f"{worst:+.2f}"
             lines.append(f"| {LABELS[k]} | {m[k]:.2f} | {m[k] - m['self']:+.2f} | {worst} | {m[k + '_ssim']:.4f} |")
     if stereo:
         s = stereo["mean"]
