@@ -22,7 +22,7 @@ from aware_restore.training.ssen.metrics import psnr_y
 from kit.ssen import holdout_photos
 
 SELF_OVER_BICUBIC_DB = 1.5      # measured +1.50 (13 crops)
-ZOOM_MEAN_DB = 1.0              # 0.5/0.67/1.5/2× on average; measured +3.08
+ZOOM_MEAN_DB = 1.0              # 0.5/0.67/1.5/2× on average; measured +3.15
 FRAME_MEAN_DB = 0.7             # frames 1 and 5 apart, each; measured +3.23 / +2.30
 NEVER_HARMFUL_DB = -0.1         # any real reference, every crop
 IRRELEVANT_TOL_DB = 0.05        # mean; measured -0.01
@@ -30,8 +30,8 @@ GRID_MAX = 5.0                  # measured worst 2.48
 TILED_MIN_DB = 48.0
 # issue 21 targets NOT met by the shipped model: asserted at the measured value less a margin (regression floor)
 UNMET = {
-    "stereo_mean_db": (1.0, 0.7),         # target +1.0 over self; measured +0.79
-    "zoom2_worst_crop_db": (-0.1, -0.6),  # target ≥ -0.1 on every crop; measured -0.46 (mate_LadyBird #1)
+    "stereo_mean_db": (1.0, 0.65),        # target +1.0 over self; measured +0.76
+    "zoom2_worst_crop_db": (-0.1, -0.3),  # target ≥ -0.1 on every crop; measured -0.18 (mate_LadyBird #1)
 }
 REAL = ("zoom0.5", "zoom0.67", "zoom1", "zoom1.5", "zoom2", "frame1", "frame5", "frame15")
 

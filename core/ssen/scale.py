@@ -12,8 +12,8 @@ brought onto the output's grid before the network sees it.
 2. **Local search per candidate**: the reference sampled through the candidate transform onto the output grid
    (antialiased when the candidate shrinks it), then the ±16 LR px displacement search of :mod:`.match` on it.
    The reference resized to the output's frame (the behaviour without scale search) is always candidate 0.
-3. **Per region**: every LR position takes the candidate whose 9×9-smoothed match NCC is highest (candidate 0
-   wins ties within ``KEEP_FRAME``); the aligned reference is sampled from the (prefiltered) reference once,
+3. **Per region**: every LR position takes the candidate whose 9×9-smoothed match NCC is highest (the candidate
+   with the highest mean NCC over the whole image wins ties within ``KEEP_BEST``); the aligned reference is sampled from the (prefiltered) reference once,
    along the candidate's transform composed with its local displacement. The similarity gate then judges the
    rescaled, aligned reference, exactly as it judges a plain one.
 
@@ -41,7 +41,7 @@ MIN_OVERLAP = 0.5             # least overlap of a template with the reference i
 MIN_SCORE = 0.5               # least masked NCC of a global candidate
 MAX_CANDIDATES = 3            # global candidates besides the plain resize
 WHOLE_GOOD = 0.8              # a whole-input match this good skips the per-quadrant search
-KEEP_FRAME = 0.02             # score margin a global candidate needs over the plain resize
+KEEP_BEST = 0.05              # score margin another candidate needs over the globally best one, per region
 SMOOTH = 9                    # the per-region choice compares 9×9 means of the match NCC
 FILL = 0.5                    # value outside the reference (flat: correlates with nothing)
 
@@ -283,10 +283,12 @@ def align_candidate(lr: torch.Tensor, ref: torch.Tensor, c: Candidate, radius: i
 
 
 def choose(scores: list[torch.Tensor]) -> torch.Tensor:
-    """Index ``[B,1,h,w]`` of the candidate whose ``SMOOTH``² mean NCC is highest; candidate 0 keeps ties
-    within ``KEEP_FRAME``."""
+    """Index ``[B,1,h,w]`` of the candidate whose ``SMOOTH``² mean NCC is highest; the candidate whose NCC is
+    highest over the whole image keeps ties within ``KEEP_BEST`` (flat regions, where every candidate matches
+    about equally, follow the globally best one rather than a chance match at another scale)."""
     s = torch.cat([box(x, SMOOTH) for x in scores], 1)
-    s[:, :1] += KEEP_FRAME
+    best = torch.stack([x.flatten(1).mean(1) for x in scores], 1).argmax(1)  # [B]
+    s = s + KEEP_BEST * F.one_hot(best, len(scores)).to(s).view(s.shape[0], -1, 1, 1)
     return s.argmax(1, keepdim=True)
 
 
