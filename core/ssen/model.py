@@ -241,9 +241,11 @@ class Match:
         return Match(*(torch.cat([getattr(m, f) for m in ms]) for f in Match.FIELDS))
 
 
-def _frame_match(lr: torch.Tensor, ref4: torch.Tensor, zoom: float) -> Match:
-    """The match within the output's frame: the ±16 LR px search and the gate on ``ref4`` (``4h × 4w``)."""
-    flow0, _ = coarse_flow(lr, bicubic_downscale(ref4))
+def _frame_match(lr: torch.Tensor, ref4: torch.Tensor, zoom: float, flow0: torch.Tensor | None = None) -> Match:
+    """The match within the output's frame: the ±16 LR px search (unless ``flow0`` is given) and the gate on
+    ``ref4`` (``4h × 4w``)."""
+    if flow0 is None:
+        flow0, _ = coarse_flow(lr, bicubic_downscale(ref4))
     gate = similarity_gate(lr, bicubic_downscale(warp_hr(ref4, flow0)), flow0)
     z = torch.full_like(gate, zoom)
     return Match(ref4, flow0, gate, z, torch.zeros_like(gate), torch.zeros_like(flow0))
@@ -263,7 +265,7 @@ def _match_one(lr: torch.Tensor, ref: torch.Tensor, scale_search: bool) -> Match
     flow_f, score_f = coarse_flow(lr, bicubic_downscale(frame))
     idx = choose([score_f] + [r[2] for _, r in found])
     if bool((idx == 0).all()):
-        return _frame_match(lr, frame, zf)
+        return _frame_match(lr, frame, zf, flow_f)
     aligned = pick([warp_hr(frame, flow_f)] + [r[0] for _, r in found], idx)
     spread = pick([flow_spread(flow_f)] + [flow_spread(r[1]) for _, r in found], idx)
     gate = similarity_gate(lr, bicubic_downscale(aligned), spread=spread)
