@@ -110,21 +110,27 @@ def _quality(photos: str | None, threads: int) -> dict:
     from aware_restore.core.ssen import load_ssen, shipped_weights
     from aware_restore.core.ssen.loader import read_note
     from aware_restore.training.ssen import heldout
-    from aware_restore.training.ssen.photos import find_photos
+    from aware_restore.training.ssen.photos import find_photos, find_real_pairs
 
     torch.set_num_threads(threads)
     root = photos or find_photos()
+    pairs = find_real_pairs()
     if root is None:
         raise SystemExit("held-out photos unavailable: give --photos DIR (training/ssen/photos.py)")
     model = load_ssen()
     t = time.perf_counter()
     res = heldout.evaluate(model, heldout.cases(heldout.holdout_images(root)))
     stereo = heldout.evaluate(model, heldout.stereo_cases(root))
+    video = heldout.evaluate(model, heldout.video_cases(pairs)) if pairs else None
+    aloe = heldout.evaluate(model, heldout.aloe_cases(pairs)) if pairs else None
+    video = video if video and video["rows"] else None
+    aloe = aloe if aloe and aloe["rows"] else None
     note = read_note(shipped_weights())
     return {"model": str(shipped_weights().name), "steps": note.get("steps", "?"), "photos": str(root),
             "seconds": round(time.perf_counter() - t, 1), "summary": heldout.summary(res),
-            "table": heldout.table(res, stereo), "mean": res["mean"], "max_grid": res["max_grid"],
-            "rows": res["rows"], "stereo": stereo["mean"]}
+            "table": heldout.table(res, stereo, video, aloe), "mean": res["mean"], "max_grid": res["max_grid"],
+            "rows": res["rows"], "stereo": stereo["mean"], "video": video and video["mean"],
+            "video_rows": video and video["rows"], "aloe": aloe and aloe["mean"], "aloe_rows": aloe and aloe["rows"]}
 
 
 TILING_CASES = (("skimage_astronaut", 448, ((112, 16), (64, 16), (64, 32), (32, 16))),

@@ -17,21 +17,23 @@ from __future__ import annotations
 import pytest
 import torch
 from aware_restore.core.ssen import load_ssen
-from aware_restore.training.ssen.heldout import cases, evaluate, holdout_images, stereo_cases
+from aware_restore.training.ssen.heldout import aloe_cases, cases, evaluate, holdout_images, stereo_cases, video_cases
 from aware_restore.training.ssen.metrics import psnr_y
+from aware_restore.training.ssen.photos import find_real_pairs
 from kit.ssen import holdout_photos
 
 SELF_OVER_BICUBIC_DB = 1.5      # measured +1.50 (13 crops)
 ZOOM_MEAN_DB = 1.0              # 0.5/0.67/1.5/2× on average; measured +3.15
-FRAME_MEAN_DB = 0.7             # frames 1 and 5 apart, each; measured +3.23 / +2.30
+FRAME_MEAN_DB = 0.7             # frames 1 and 5 apart, each; measured +3.23 / +2.30 (real video +6.50 / +3.98)
 NEVER_HARMFUL_DB = -0.1         # any real reference, every crop
 IRRELEVANT_TOL_DB = 0.05        # mean; measured -0.01
 GRID_MAX = 5.0                  # measured worst 2.48
 TILED_MIN_DB = 48.0
 # issue 21 targets NOT met by the shipped model: asserted at the measured value less a margin (regression floor)
 UNMET = {
-    "stereo_mean_db": (1.0, 0.65),        # target +1.0 over self; measured +0.76
+    "stereo_mean_db": (1.0, 0.65),        # target +1.0 over self; measured +0.76 (motorcycle; Aloe: +2.33)
     "zoom2_worst_crop_db": (-0.1, -0.3),  # target ≥ -0.1 on every crop; measured -0.18 (mate_LadyBird #1)
+    "video_frame5_worst_crop_db": (-0.1, -0.7),  # real video; measured -0.51 (vtest@300 #1)
 }
 REAL = ("zoom0.5", "zoom0.67", "zoom1", "zoom1.5", "zoom2", "frame1", "frame5", "frame15")
 
@@ -45,6 +47,32 @@ def table() -> tuple[dict, dict]:
     res = evaluate(model, cases(holdout_images(photos)))
     stereo = evaluate(model, stereo_cases(photos))
     return res, stereo
+
+
+@pytest.fixture(scope="module")
+def real() -> tuple[dict, dict]:
+    """Real pairs (Debian opencv-doc: vtest.avi frames, the Middlebury Aloe stereo pair); skips without them."""
+    pairs = find_real_pairs()
+    if pairs is None or not (pairs / "video").is_dir():
+        pytest.skip("the real reference pairs could not be prepared (no package registry or no PyAV)")
+    model = load_ssen()
+    return evaluate(model, video_cases(pairs)), evaluate(model, aloe_cases(pairs))
+
+
+def test_real_video_frames_help(real):
+    video = real[0]
+    m = video["mean"]
+    for k, worst in (("frame1", NEVER_HARMFUL_DB), ("frame5", UNMET["video_frame5_worst_crop_db"][1]),
+                     ("frame15", NEVER_HARMFUL_DB)):
+        assert min(_gains(video, k)) >= worst, (k, video["rows"])
+    assert m["frame1"] >= m["self"] + FRAME_MEAN_DB and m["frame5"] >= m["self"] + FRAME_MEAN_DB, m
+    assert video["max_grid"]["frame1_grid"] <= GRID_MAX
+
+
+def test_a_real_stereo_partner_helps(real):
+    aloe = real[1]
+    assert aloe["mean"]["partner"] >= aloe["mean"]["self"] + UNMET["stereo_mean_db"][0], aloe["mean"]  # +2.33
+    assert min(_gains(aloe, "partner")) >= NEVER_HARMFUL_DB, aloe["rows"]
 
 
 def _gains(res: dict, mode: str) -> list[float]:

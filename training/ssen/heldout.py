@@ -17,6 +17,9 @@ References (:func:`.camera.rephotograph`: similarity transform, lens blur, noise
 * ``irrelevant``  the ``zoom1`` reference of another photo's crop
 * ``partner``     (``stereo_cases``) the motorcycle pair's held-out rows (>= 300), the other view as reference
 
+Real pairs besides (``video_cases``, ``aloe_cases``; Debian ``opencv-doc``, evaluation only): frames 1/5/15 apart
+of a real video and the Middlebury *Aloe* stereo pair.
+
 Metrics: Y-PSNR and Y-SSIM (BT.601, 8-bit, border shave 4) and the grid ratio of (SSEN − bicubic)
 (:func:`.metrics.grid_ratio`).
 """
@@ -139,6 +142,46 @@ def stereo_cases(photos: str | Path) -> list[dict]:
     return out
 
 
+def video_cases(pairs: str | Path) -> list[dict]:
+    """Real video (:func:`.photos.prepare_real_pairs`: ``vtest.avi``, a static camera over a plaza, DivX-compressed):
+    for each held-out clip start t, two 192² crops of frame t (most detailed, median detail) as the ground truth
+    and the same window grown by 32 px in frames t+1, t+5, t+15 as the references (``frame{k}``)."""
+    from .photos import VIDEO_STARTS
+
+    root = Path(pairs) / "video"
+    if not root.is_dir():
+        return []
+    out = []
+    for t in VIDEO_STARTS:
+        frame = load_png(root / f"vtest_{t:04d}.png")
+        for ci, (y, x) in enumerate(choose_crops(frame)):
+            hr = frame[:, y:y + SIZE, x:x + SIZE]
+            refs: dict = {"self": None}
+            for k in FRAMES:
+                other = load_png(root / f"vtest_{t + k:04d}.png")
+                refs[f"frame{k}"] = other[:, y - 32:y + SIZE + 32, x - 32:x + SIZE + 32]
+            out.append({"name": f"vtest@{t}#{ci}", "image": f"vtest@{t}", "yx": (y, x), "hr": hr, "lr": make_lr(hr),
+                        "refs": refs})
+    return out
+
+
+def aloe_cases(pairs: str | Path) -> list[dict]:
+    """The Middlebury *Aloe* stereo pair (:func:`.photos.prepare_real_pairs`) at half resolution: two 192² crops of
+    the left view, the right view's rows of the crop from 128 px left of it to 32 px right of it as the reference
+    (``partner``)."""
+    root = Path(pairs) / "stereo"
+    if not (root / "aloe_left.png").is_file():
+        return []
+    left, right = (ground_truth(load_png(root / f"aloe_{s}.png")) for s in ("left", "right"))
+    out = []
+    for ci, (y, x) in enumerate(choose_crops(left)):
+        hr = left[:, y:y + SIZE, x:x + SIZE]
+        ref = right[:, y:y + SIZE, max(0, x - 128):x + SIZE + 32]
+        out.append({"name": f"aloe#{ci}", "image": "aloe", "yx": (y, x), "hr": hr, "lr": make_lr(hr),
+                    "refs": {"self": None, "partner": ref}})
+    return out
+
+
 @torch.no_grad()
 def evaluate(model, cs: list[dict], modes: tuple[str, ...] | None = None) -> dict:
     """Per-crop and mean Y-PSNR / SSIM for bicubic and every reference mode, and grid ratios (GRID_MODES)."""
@@ -181,8 +224,9 @@ def worst_vs_self(res: dict, mode: str) -> float:
     return min((r[mode] - r["self"] for r in res["rows"].values() if mode in r), default=float("nan"))
 
 
-def table(res: dict, stereo: dict | None = None) -> str:
-    """One Markdown table: Y-PSNR (dB), the gain over self-similarity (mean and worst crop) and SSIM per mode."""
+def table(res: dict, stereo: dict | None = None, video: dict | None = None, aloe: dict | None = None) -> str:
+    """One Markdown table: Y-PSNR (dB), the gain over self-similarity (mean and worst crop) and SSIM per mode; the
+    real video (``video_cases``) and the second stereo pair (``aloe_cases``) as rows of their own."""
     m = res["mean"]
     lines = ["| input to SSEN | Y-PSNR (dB) | Δ vs self | worst crop Δ | SSIM |", "|---|---|---|---|---|",
              (f"| bicubic (no SSEN) | {m['bicubic']:.2f} | {m['bicubic'] - m['self']:+.2f} | | "
@@ -197,9 +241,20 @@ def table(res: dict, stereo: dict | None = None) -> str:
         lines.append(f"| stereo partner (motorcycle, 192×256; self {s['self']:.2f}) | {s['partner']:.2f} | "
                      f"{s['partner'] - s['self']:+.2f} | {worst_vs_self(stereo, 'partner'):+.2f} | "
                      f"{s['partner_ssim']:.4f} |")
+    if video:
+        v = video["mean"]
+        for k in FRAMES:
+            lines.append(f"| real video (vtest.avi), frame {k} apart; self {v['self']:.2f} | {v[f'frame{k}']:.2f} | "
+                         f"{v[f'frame{k}'] - v['self']:+.2f} | {worst_vs_self(video, f'frame{k}'):+.2f} | "
+                         f"{v[f'frame{k}_ssim']:.4f} |")
+    if aloe:
+        a = aloe["mean"]
+        lines.append(f"| stereo partner (Aloe, 192²; self {a['self']:.2f}) | {a['partner']:.2f} | "
+                     f"{a['partner'] - a['self']:+.2f} | {worst_vs_self(aloe, 'partner'):+.2f} | "
+                     f"{a['partner_ssim']:.4f} |")
     grids = dict(res["max_grid"])
-    if stereo:
-        for k, v in stereo["max_grid"].items():
+    for extra in (stereo, video, aloe):
+        for k, v in (extra or {}).get("max_grid", {}).items():
             grids[k] = max(v, grids.get(k, 0.0))
     lines.append("")
     lines.append("Grid ratio, worst crop: " + ", ".join(f"{k[:-5]} {v:.2f}" for k, v in grids.items()
