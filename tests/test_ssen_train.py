@@ -156,3 +156,33 @@ def test_rephotographed_references_are_never_the_ground_truth():
     assert 0.003 < float(err) < 0.05, float(err)
     assert rephotograph(scene, (64, 64), (64, 64), 2.0, seed=1).shape == (1, 3, 128, 128)
     assert rephotograph(scene, (64, 64), (64, 64), 0.5, seed=1).shape == (1, 3, 32, 32)
+
+
+def test_real_pair_cases_read_the_prepared_layout(tmp_path):
+    """video_cases / aloe_cases on a prepared-looking folder (photos.prepare_real_pairs writes it): the frame k later
+    is the reference for frame{k}, the right view for the Aloe partner."""
+    from aware_restore.training.ssen import heldout
+    from aware_restore.training.ssen.photos import VIDEO_OFFSETS, VIDEO_STARTS
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+
+    def save(path, size):
+        a = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 12, generator=g), size=size, mode="bicubic",
+                                            align_corners=False).clamp(0, 1)
+        Image.fromarray((a[0].permute(1, 2, 0) * 255).byte().numpy()).save(path)
+
+    (tmp_path / "video").mkdir()
+    (tmp_path / "stereo").mkdir()
+    for t in VIDEO_STARTS:
+        for k in VIDEO_OFFSETS:
+            save(tmp_path / "video" / f"vtest_{t + k:04d}.png", (480, 560))
+    for side in ("left", "right"):
+        save(tmp_path / "stereo" / f"aloe_{side}.png", (960, 1000))
+    video, aloe = heldout.video_cases(tmp_path), heldout.aloe_cases(tmp_path)
+    assert len(video) == 2 * len(VIDEO_STARTS) and len(aloe) == 2
+    c = video[0]
+    assert c["hr"].shape == (3, 192, 192) and c["lr"].shape == (3, 48, 48)
+    assert set(c["refs"]) == {"self", "frame1", "frame5", "frame15"} and c["refs"]["frame5"].shape[-1] == 256
+    assert aloe[0]["refs"]["partner"].shape[-2] == 192
+    assert heldout.video_cases(tmp_path / "missing") == [] and heldout.aloe_cases(tmp_path / "missing") == []

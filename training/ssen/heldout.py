@@ -46,7 +46,7 @@ MODES = (("self",) + tuple(f"zoom{z:g}" for z in ZOOMS) + tuple(f"frame{k}" for 
 GRID_MODES = ("self", "zoom1", "frame1", "irrelevant")
 LABELS = {"self": "self-similarity (no reference)", "irrelevant": "irrelevant photo",
           **{f"zoom{z:g}": f"same scene, {z:g}× zoom" for z in ZOOMS},
-          **{f"frame{k}": f"video frame {k} apart" for k in FRAMES}}
+          **{f"frame{k}": f"simulated video frame {k} apart" for k in FRAMES}}
 
 
 def load_png(path: Path) -> torch.Tensor:
