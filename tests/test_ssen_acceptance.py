@@ -23,19 +23,18 @@ from aware_restore.training.ssen.photos import find_real_pairs
 from kit.ssen import holdout_photos
 
 SELF_OVER_BICUBIC_DB = 1.5      # measured +1.50 (13 crops)
-ZOOM_MEAN_DB = 1.0              # 0.5/0.67/1.5/2× on average; measured +3.15
-FRAME_MEAN_DB = 0.7             # frames 1 and 5 apart, each; measured +3.23 / +2.30 (real video +6.50 / +4.15)
-NEVER_HARMFUL_DB = -0.1         # any real reference, every crop
-IRRELEVANT_TOL_DB = 0.05        # mean; measured -0.01
-GRID_MAX = 5.0                  # measured worst 2.48
+ZOOM_MEAN_DB = 1.0              # 0.5/0.67/1.5/2× on average; measured +2.98
+FRAME_MEAN_DB = 0.7             # frames 1 and 5 apart, each; measured +3.06 / +2.16 (real video +6.38 / +4.21)
+STEREO_MEAN_DB = 1.0            # measured +1.09 (motorcycle), +2.28 (Aloe)
+NEVER_HARMFUL_DB = -0.1         # any real reference, every crop; worst measured -0.04 (2× zoom), -0.01 (video)
+IRRELEVANT_TOL_DB = 0.05        # mean; measured -0.00
+GRID_MAX = 5.0                  # measured worst 3.91
 TILED_MIN_DB = 48.0
 # issue 21 targets NOT met by the shipped model: asserted at the measured value less a margin (regression floor)
 UNMET = {
-    "stereo_mean_db": (1.0, 0.65),        # target +1.0 over self; measured +0.76 (motorcycle; Aloe: +2.33)
-    "zoom2_worst_crop_db": (-0.1, -0.3),  # target ≥ -0.1 on every crop; measured -0.18 (mate_LadyBird #1)
-    "video_frame5_worst_crop_db": (-0.1, -0.7),  # real video; measured -0.51 (vtest@300 #1)
+    "frame15_worst_crop_db": (-0.1, -0.3),  # simulated hand-held frame 15 apart; measured -0.14 (mate_LadyBird #1)
 }
-REAL = ("zoom0.5", "zoom0.67", "zoom1", "zoom1.5", "zoom2", "frame1", "frame5", "frame15")
+REAL = ("zoom0.5", "zoom0.67", "zoom1", "zoom1.5", "zoom2", "frame1", "frame5")
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +61,7 @@ def real() -> tuple[dict, dict]:
 def test_real_video_frames_help(real):
     video = real[0]
     m = video["mean"]
-    for k, worst in (("frame1", NEVER_HARMFUL_DB), ("frame5", UNMET["video_frame5_worst_crop_db"][1]),
-                     ("frame15", NEVER_HARMFUL_DB)):
+    for k, worst in (("frame1", NEVER_HARMFUL_DB), ("frame5", NEVER_HARMFUL_DB), ("frame15", NEVER_HARMFUL_DB)):
         assert min(_gains(video, k)) >= worst, (k, video["rows"])
     assert m["frame1"] >= m["self"] + FRAME_MEAN_DB and m["frame5"] >= m["self"] + FRAME_MEAN_DB, m
     assert video["max_grid"]["frame1_grid"] <= GRID_MAX
@@ -71,7 +69,7 @@ def test_real_video_frames_help(real):
 
 def test_a_real_stereo_partner_helps(real):
     aloe = real[1]
-    assert aloe["mean"]["partner"] >= aloe["mean"]["self"] + UNMET["stereo_mean_db"][0], aloe["mean"]  # +2.33
+    assert aloe["mean"]["partner"] >= aloe["mean"]["self"] + STEREO_MEAN_DB, aloe["mean"]
     assert min(_gains(aloe, "partner")) >= NEVER_HARMFUL_DB, aloe["rows"]
 
 
@@ -96,20 +94,18 @@ def test_neighbouring_frames_help(table, mode):
     assert m[mode] >= m["self"] + FRAME_MEAN_DB, m
 
 
-@pytest.mark.parametrize("mode", [m for m in REAL if m != "zoom2"])
+@pytest.mark.parametrize("mode", REAL)
 def test_a_real_reference_is_never_harmful(table, mode):
     assert min(_gains(table[0], mode)) >= NEVER_HARMFUL_DB, table[0]["rows"]
 
 
-def test_a_2x_zoom_reference_is_at_worst_its_measured_floor(table):
-    floor = UNMET["zoom2_worst_crop_db"][1]
-    assert min(_gains(table[0], "zoom2")) >= floor, table[0]["rows"]
+def test_a_simulated_frame_15_apart_is_at_worst_its_measured_floor(table):
+    assert min(_gains(table[0], "frame15")) >= UNMET["frame15_worst_crop_db"][1], table[0]["rows"]
 
 
 def test_the_stereo_partner_helps(table):
     stereo = table[1]
-    floor = UNMET["stereo_mean_db"][1]
-    assert stereo["mean"]["partner"] >= stereo["mean"]["self"] + floor, stereo["mean"]
+    assert stereo["mean"]["partner"] >= stereo["mean"]["self"] + STEREO_MEAN_DB, stereo["mean"]
     assert min(_gains(stereo, "partner")) >= NEVER_HARMFUL_DB, stereo["rows"]
 
 

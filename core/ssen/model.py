@@ -34,7 +34,7 @@ from .match import box, coarse_flow, luma, ncc, warp
 from .resample import SCALE, bicubic_downscale, bicubic_up, resize_bicubic
 from .scale import align_candidate, choose, frame_flow, global_candidates, pick
 
-GATE_NCC = (0.5, 0.85)     # similarity gate: NCC mapped from 0 to 1
+GATE_NCC = (0.8, 0.97)     # similarity gate: NCC mapped from 0 to 1 (strict: a reference may be useless, never harmful)
 GATE_SPREAD = (0.5, 2.0)   # similarity gate: flow spread (LR px) mapped from 1 to 0
 HP_SIGMA = 1.5             # detail high-pass (HR px)
 
