@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from aware_restore.core.ssen import load_ssen
 from aware_restore.core.ssen.infer import offset_map, super_resolve
-from aware_restore.training.ssen.data import bicubic_down
+from aware_restore.training.ssen.data import make_lr
 from aware_restore.training.ssen.metrics import psnr_y
 from aware_restore.training.ssen.photos import STEREO_HOLDOUT_ROW
 from PIL import Image, ImageDraw, ImageFont
@@ -61,11 +61,11 @@ def main() -> None:
     import skimage.data as skd
 
     left, right, _ = skd.stereo_motorcycle()
-    to_t = lambda a: torch.from_numpy(a[STEREO_HOLDOUT_ROW:].copy()).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+    to_t = lambda a: torch.from_numpy(a[STEREO_HOLDOUT_ROW:].copy()).permute(2, 0, 1)[None].float() / 255
     left, right = to_t(left), to_t(right)
     y, x, h, w = 4, 400, 160, 256
     hr, ref = left[..., y:y + h, x:x + w], right[..., y:y + h, x:x + w]
-    lr = bicubic_down(hr)
+    lr = make_lr(hr)
     model = load_ssen()
     bic = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
     own = super_resolve(model, lr)

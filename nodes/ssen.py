@@ -101,7 +101,8 @@ class SSENOffsetMap(io.ComfyNode):
             description="Shows where SSEN reads each pixel's content in the reference (the paper's Fig. 7): over "
                         "the dimmed reference, a white dot at the pixel, a dotted line to where its content is read "
                         "and the 3×3 footprint there, green where the reference is used, red where it is gated "
-                        "off. Also the reference's weight as a heat map (bright = used).",
+                        "off. Also the reference's weight as a heat map (bright = used) and the reference scale "
+                        "chosen per region.",
             inputs=[
                 SSEN_MODEL.Input("ssen_model", tooltip="From 'Load SSEN Model'."),
                 io.Image.Input("image", tooltip="Low-resolution image(s)."),
@@ -116,6 +117,9 @@ class SSENOffsetMap(io.ComfyNode):
                 io.Image.Output(display_name="similarity",
                                 tooltip="Weight of the reference (learned detail weight × similarity gate) as a heat "
                                         "map (4× size)."),
+                io.Image.Output(display_name="scale",
+                                tooltip="The reference scale chosen per region by the scale search: blue 0.5×, white "
+                                        "1×, red 2× (grey where the reference is not used), 4× size."),
             ],
         )
 
@@ -123,8 +127,8 @@ class SSENOffsetMap(io.ComfyNode):
     def execute(cls, ssen_model, image, reference=None, step=8) -> io.NodeOutput:
         x, _ = common.image_to_bchw(image)
         module = _model(ssen_model, x.shape[0], tuple(x.shape[-2:]))
-        points, heat = offset_map(module, x, _reference(reference), step=step)
-        return io.NodeOutput(common.bchw_to_image(points), common.bchw_to_image(heat))
+        points, heat, scale = offset_map(module, x, _reference(reference), step=step, with_scale=True)
+        return io.NodeOutput(common.bchw_to_image(points), common.bchw_to_image(heat), common.bchw_to_image(scale))
 
 
 NODES = [SSENLoader, SSENReferenceSR, SSENOffsetMap]

@@ -585,7 +585,7 @@ def r_sr_overlap_ge_tile(ctx):
 
 
 def r_offsets_gray(ctx):
-    points, heat = _offsets(ctx, img(1, 8, 8, 1))
+    points, heat, _scale = _offsets(ctx, img(1, 8, 8, 1))
     finite_image(points, (1, 32, 32, 3))
     finite_image(heat, (1, 32, 32, 3))
 

@@ -150,14 +150,15 @@ def test_reference_windows_need_the_whole_image_match():
     with pytest.raises(ValueError, match="multiples of 4"):
         model(lr, window[..., :63, :], ref_origin=(2, 2))
     with pytest.raises(ValueError, match="does not lie inside"):
-        model(lr, window, ref_origin=(6, 0), match=model.ssen.match(lr, torch.rand(1, 3, 48, 48)))
+        m = model.ssen.match(lr, torch.rand(1, 3, 48, 48))
+        model(lr, window, ref_origin=(6, 0), match=(m.flow, m.gate))
     with pytest.raises(ValueError, match="differ in size"):
         coarse_flow(lr, window)
     # a window at origin (0, 0) with the image's own match is the plain call
     ref = torch.rand(1, 3, 48, 48)
-    match = model.ssen.match(lr, ref)
+    m = model.ssen.match(lr, ref)
     with torch.no_grad():
-        assert torch.equal(model(lr, ref), model(lr, ref, ref_origin=(0, 0), match=match))
+        assert torch.equal(model(lr, ref), model(lr, m.ref, ref_origin=(0, 0), match=(m.flow, m.gate)))
 
 
 def test_similarity_gate_and_fallback_to_self_similarity():

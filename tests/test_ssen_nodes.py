@@ -95,8 +95,8 @@ def test_bad_inputs_give_clear_errors(nodes, tiny, comfy_env):
 
 
 def test_offset_map_outputs(nodes, tiny):
-    points, heat = nodes["SSENOffsetMap"].execute(tiny, _image(2, 16, 16), _image(1, 40, 40, seed=3), 4).args
-    assert points.shape == heat.shape == (2, 64, 64, 3)
+    points, heat, scale = nodes["SSENOffsetMap"].execute(tiny, _image(2, 16, 16), _image(1, 40, 40, seed=3), 4).args
+    assert points.shape == heat.shape == scale.shape == (2, 64, 64, 3)
     assert float(points.max()) > 0.9  # the undeformed-position markers are white
 
 

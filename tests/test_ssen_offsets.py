@@ -9,7 +9,7 @@ import torch
 from aware_restore.core.ssen import load_ssen
 from aware_restore.core.ssen.infer import displacement, offset_map
 from aware_restore.core.ssen.match import box, luma
-from aware_restore.training.ssen.data import bicubic_down
+from aware_restore.training.ssen.data import make_lr
 from aware_restore.training.ssen.heldout import choose_crops, holdout_images
 
 SHIFTS = ((1, 1), (2, 2), (4, 4), (8, 8), (0, 6), (-5, 3))  # (dy, dx) in LR pixels
@@ -37,7 +37,7 @@ def test_median_displacement_is_the_shift(setup, crop):
     model, img, crops = setup
     y, x = crops[crop]
     hr = img[None, :, y:y + 256, x:x + 256]
-    lr = bicubic_down(hr)
+    lr = make_lr(hr)
     for sy, sx in SHIFTS:
         ref = img[None, :, y - 4 * sy:y - 4 * sy + 256, x - 4 * sx:x - 4 * sx + 256]  # content s further on
         disp, weight = displacement(model, lr, ref)
@@ -51,7 +51,7 @@ def test_offset_map_draws_the_footprint_at_the_displacement(setup):
     model, img, crops = setup
     y, x = crops[0]
     hr = img[None, :, y:y + 128, x:x + 128]
-    lr = bicubic_down(hr)
+    lr = make_lr(hr)
     sy, sx = 2, 3
     ref = img[None, :, y - 4 * sy:y - 4 * sy + 128, x - 4 * sx:x - 4 * sx + 128]
     points, _ = offset_map(model, lr, ref, step=8)

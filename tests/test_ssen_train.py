@@ -42,7 +42,7 @@ def test_train_resume_and_export(tmp_path):
 
 def test_reference_kinds_and_true_displacements(tmp_path):
     from aware_restore.core.ssen.match import coarse_flow
-    from aware_restore.core.ssen.model import bicubic_down
+    from aware_restore.core.ssen.resample import bicubic_downscale as bicubic_down
 
     samples = builtin_photos("train")[:3]
     opt = TrainOptions(batch=1, patch=16)
@@ -125,12 +125,64 @@ def test_photo_set_reads_debian_packages(tmp_path):
 def test_heldout_table_and_summary():
     from aware_restore.training.ssen import heldout
 
-    modes = ("self", "aligned", "shift8", "larger", "irrelevant")
+    modes = heldout.MODES
     mean = {"bicubic": 28.0, "bicubic_ssim": 0.8, **{m: 30.0 + i for i, m in enumerate(modes)},
             **{m + "_ssim": 0.85 for m in modes}}
-    res = {"mean": mean, "max_grid": {"self_grid": 2.0}}
-    stereo = {"mean": {"self": 29.0, "partner": 29.5, "partner_ssim": 0.9}}
+    rows = {"a#0": {"self": 30.0, "zoom2": 31.0}, "b#0": {"self": 30.0, "zoom2": 29.5}}
+    res = {"mean": mean, "max_grid": {"self_grid": 2.0}, "rows": rows}
+    stereo = {"mean": {"self": 29.0, "partner": 29.5, "partner_ssim": 0.9}, "max_grid": {"partner_grid": 3.0},
+              "rows": {"m#0": {"self": 29.0, "partner": 29.5}}}
     text = heldout.table(res, stereo)
-    assert "| ground truth shifted by 8 px (2 LR px) | 32.00 | +2.00 |" in text
-    assert "| bicubic (no SSEN) | 28.00 | -2.00 | 0.8000 |" in text and "+0.50" in text.splitlines()[-1]
-    assert heldout.summary(res).startswith("bicubic 28.00; self 30.00 (+2.00 vs bicubic); aligned +1.00")
+    assert "| same scene, 0.5× zoom | 31.00 | +1.00 |" in text
+    assert f"| same scene, 2× zoom | {30 + modes.index('zoom2'):.2f} | +{modes.index('zoom2')}.00 | -0.50 |" in text
+    assert "| bicubic (no SSEN) | 28.00 | -2.00 | | 0.8000 |" in text
+    assert "| +0.50 | +0.50 | 0.9000 |" in text and "partner 3.00" in text.splitlines()[-1]
+    assert heldout.summary(res).startswith("bicubic 28.00; self 30.00 (+2.00 vs bicubic); zoom0.5 +1.00")
+
+
+def test_rephotographed_references_are_never_the_ground_truth():
+    """The camera model: the right place and scale, but blur, noise and JPEG — never pixel-identical."""
+    from aware_restore.training.ssen.camera import rephotograph
+    from aware_restore.training.ssen.heldout import ground_truth
+
+    g = torch.Generator().manual_seed(0)
+    scene = torch.nn.functional.interpolate(torch.rand(1, 3, 32, 32, generator=g), size=(256, 256), mode="bicubic",
+                                            align_corners=False).clamp(0, 1)[0]
+    gt = ground_truth(scene)  # 128²
+    ref = rephotograph(scene, (64, 64), (64, 64), 1.0, seed=1)
+    assert ref.shape == (1, 3, 64, 64)
+    window = gt[None, :, 32:96, 32:96]
+    err = (ref - window).abs().mean()
+    assert 0.003 < float(err) < 0.05, float(err)
+    assert rephotograph(scene, (64, 64), (64, 64), 2.0, seed=1).shape == (1, 3, 128, 128)
+    assert rephotograph(scene, (64, 64), (64, 64), 0.5, seed=1).shape == (1, 3, 32, 32)
+
+
+def test_real_pair_cases_read_the_prepared_layout(tmp_path):
+    """video_cases / aloe_cases on a prepared-looking folder (photos.prepare_real_pairs writes it): the frame k later
+    is the reference for frame{k}, the right view for the Aloe partner."""
+    from aware_restore.training.ssen import heldout
+    from aware_restore.training.ssen.photos import VIDEO_OFFSETS, VIDEO_STARTS
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+
+    def save(path, size):
+        a = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 12, generator=g), size=size, mode="bicubic",
+                                            align_corners=False).clamp(0, 1)
+        Image.fromarray((a[0].permute(1, 2, 0) * 255).byte().numpy()).save(path)
+
+    (tmp_path / "video").mkdir()
+    (tmp_path / "stereo").mkdir()
+    for t in VIDEO_STARTS:
+        for k in VIDEO_OFFSETS:
+            save(tmp_path / "video" / f"vtest_{t + k:04d}.png", (480, 560))
+    for side in ("left", "right"):
+        save(tmp_path / "stereo" / f"aloe_{side}.png", (960, 1000))
+    video, aloe = heldout.video_cases(tmp_path), heldout.aloe_cases(tmp_path)
+    assert len(video) == 2 * len(VIDEO_STARTS) and len(aloe) == 2
+    c = video[0]
+    assert c["hr"].shape == (3, 192, 192) and c["lr"].shape == (3, 48, 48)
+    assert set(c["refs"]) == {"self", "frame1", "frame5", "frame15"} and c["refs"]["frame5"].shape[-1] == 256
+    assert aloe[0]["refs"]["partner"].shape[-2] == 192
+    assert heldout.video_cases(tmp_path / "missing") == [] and heldout.aloe_cases(tmp_path / "missing") == []

@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 from .arch import ARCH
-from .loader import SHIPPED_WEIGHTS, load_ssen, save_ssen, shipped_weights
-from .model import SSENConfig, SSENet, build_from_state_dict, infer_config
+from .loader import SHIPPED_WEIGHTS, build_from_state_dict, load_ssen, save_ssen, shipped_weights
+from .model import SSENConfig, SSENet, infer_config
 
 __all__ = ["ARCH", "SHIPPED_WEIGHTS", "SSENConfig", "SSENet", "build_from_state_dict", "infer_config", "load_ssen",
            "save_ssen", "shipped_weights"]

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import torch
 
 from ..arch import Architecture, ModelDescriptor, Tiling, infer_or_raise, strict_load
+from .model import SSENet, infer_config
 
 TITLE = "SSEN reference-based SR"
 FOLDER = "ssen"
@@ -46,8 +47,6 @@ def sr_memory(config, size: tuple[int, int], tile: int | None = None, batch: int
 
 def load(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
          source: str = "<state dict>") -> ModelDescriptor:
-    from .model import SSENet, infer_config
-
     config = infer_or_raise(infer_config, sd, source, TITLE)
     with torch.device("meta"):
         model = SSENet(config)

@@ -9,7 +9,7 @@ from ..errors import InputError
 from ..image import check_finite, match_batch
 from ..progress import Progress
 from ..tiling import blend_tiles, grid, retry_on_oom
-from .match import RADIUS
+from .match import RADIUS, warp
 from .model import SCALE, SSENet
 
 MIN_SIDE = 4
@@ -29,13 +29,14 @@ def _check(lr: torch.Tensor, what: str = "image") -> None:
     check_finite(lr, what)
 
 
-def pair_references(lr: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
-    """References resized to ``4h × 4w`` and paired with the images: one for all, or one per image.
-    ``None`` gives the self-similarity reference (the bicubic ×4 upsampling of each image)."""
-    if ref is not None:
-        _check(ref, "reference")
-        ref = match_batch(ref, lr.shape[0], "reference", expand=False)
-    return SSENet.prepare_reference(lr, ref)
+def pair_references(lr: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor | None:
+    """References (any size, kept) paired with the images: one for all, or one per image; ``None`` stays None
+    (self-similarity)."""
+    if ref is None:
+        return None
+    _check(ref, "reference")
+    ref = match_batch(ref, lr.shape[0], "reference", expand=False)
+    return SSENet.pair_reference(lr, ref).to(lr.dtype)
 
 
 @torch.no_grad()
@@ -58,7 +59,8 @@ def super_resolve(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = No
     b, (h, w) = lr.shape[0], lr.shape[-2:]
     results = []
     for i in range(b):
-        lr_i, ref_i = lr[i:i + 1], refs[i:i + 1]
+        lr_i = lr[i:i + 1]
+        ref_i = None if refs is None else refs[min(i, refs.shape[0] - 1)][None]
 
         def sub(done: int, total: int, i: int = i) -> None:
             if progress is not None:
@@ -66,7 +68,7 @@ def super_resolve(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = No
 
         matched: list = []  # the whole image's match, computed once (not again after an out-of-memory retry)
 
-        def run(t: int | None, lr_i: torch.Tensor = lr_i, ref_i: torch.Tensor = ref_i, matched: list = matched
+        def run(t: int | None, lr_i: torch.Tensor = lr_i, ref_i: torch.Tensor | None = ref_i, matched: list = matched
                 ) -> torch.Tensor:
             g = grid(h, w, t, overlap)
             if len(g) == 1:
@@ -74,17 +76,17 @@ def super_resolve(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = No
                 sub(1, 1)
                 return out
             if not matched:
-                matched.append(model.ssen.match(lr_i, ref_i) if model.ssen is not None else (None, None))
-            flow0, gate = matched[0]
+                matched.append(model.ssen.match(lr_i, ref_i, model.scale_search) if model.ssen is not None else None)
+            m = matched[0]
 
             def part(tl: torch.Tensor, pos: tuple[int, int]) -> torch.Tensor:
                 (y, x), (th, tw) = pos, tl.shape[-2:]
-                if flow0 is None:
+                if m is None:
                     return model(tl)
                 y0, x0 = max(0, y - margin), max(0, x - margin)
                 y1, x1 = min(h, y + th + margin), min(w, x + tw + margin)
-                window = ref_i[..., SCALE * y0:SCALE * y1, SCALE * x0:SCALE * x1]
-                match = (flow0[..., y:y + th, x:x + tw], gate[..., y:y + th, x:x + tw])
+                window = m.ref[..., SCALE * y0:SCALE * y1, SCALE * x0:SCALE * x1]
+                match = (m.flow[..., y:y + th, x:x + tw], m.gate[..., y:y + th, x:x + tw])
                 return model(tl, window, ref_origin=(y - y0, x - x0), match=match)
 
             return blend_tiles(part, lr_i, g, SCALE, "gaussian", sub).to(lr_i.dtype)
@@ -93,42 +95,68 @@ def super_resolve(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = No
     return torch.cat(results).to(out_dev)
 
 
-@torch.no_grad()
-def displacement(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where each LR pixel's content is read from in the reference, and how much the reference is used there.
-
-    Returns ``(disp, weight)``: ``disp`` ``[B,2,h,w]`` (dy, dx) in LR pixels — the coarse match composed with the
-    mean displacement of each of the three deformable layers (:func:`compose_displacement`), i.e. the field the
-    aligned reference detail is sampled with; ``weight`` ``[B,1,h,w]`` in [0, 1] — the detail weight (learned
-    similarity × the parameter-free similarity gate). A reference whose content lies ``s`` LR pixels further
-    right/down gives ``disp ≈ (s, s)``."""
+def _traced(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None):
+    """The model's trace on ``lr`` with ``ref`` and the whole image's :class:`.model.Match`."""
     if model.ssen is None:
         raise InputError("this SSEN network has no reference branch")
     _check(lr)
     p = next(model.parameters())
     lr = lr.to(p.device, p.dtype)
     refs = pair_references(lr, None if ref is None else ref.to(p.device, p.dtype))
-    _, trace = model(lr, refs, return_offsets=True)
-    return trace["displacement"].float(), (trace["detail_weight"] * trace["gate"]).float()
+    m = model.ssen.match(lr, refs, model.scale_search)
+    _, trace = model(lr, m.ref, return_offsets=True, ref_origin=(0, 0), match=(m.flow, m.gate))
+    # in the reference resized to the output's frame: the displacement composed with the alignment already inside
+    # the matched reference (for a frame-only match that part is zero and ``flow`` is in the displacement)
+    disp = trace["displacement"].float()
+    trace["displacement"] = disp + warp(m.inside.float(), disp)
+    return trace, m, SSENet.prepare_reference(lr, refs).float() if refs is not None else None
+
+
+@torch.no_grad()
+def displacement(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each LR pixel's content is read from in the matched reference, and how much the reference is used.
+
+    Returns ``(disp, weight)``: ``disp`` ``[B,2,h,w]`` (dy, dx) in LR pixels in the reference resized to
+    ``4h × 4w`` — the match (scale/rotation candidate and displacement search) composed with the mean
+    displacement of each of the three deformable layers (:func:`compose_displacement`), i.e. the field the
+    aligned reference detail is sampled with; ``weight``
+    ``[B,1,h,w]`` in [0, 1] — the detail weight (learned similarity × the parameter-free similarity gate). A
+    reference whose content lies ``s`` LR pixels further right/down gives ``disp ≈ (s, s)``."""
+    trace, _, _ = _traced(model, lr, ref)
+    return trace["displacement"], (trace["detail_weight"] * trace["gate"]).float()
+
+
+def scale_colours(zoom: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+    """``[B,3,h,w]``: the chosen scale per position — blue 0.5×, white 1×, red 2× (log scale) — grey where the
+    reference is not used (``used`` < 0.05)."""
+    t = (torch.log2(zoom.clamp(0.25, 4)) / 1.0).clamp(-1, 1)
+    r = torch.where(t > 0, torch.ones_like(t), 1 + t)
+    b = torch.where(t < 0, torch.ones_like(t), 1 - t)
+    g = 1 - t.abs()
+    col = torch.cat((r, g, b), 1)
+    return torch.where(used >= 0.05, col, torch.full_like(col, 0.35))
 
 
 @torch.no_grad()
 def offset_map(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = None, step: int = 8,
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where the alignment reads the reference (the paper's Fig. 7).
+               with_scale: bool = False) -> tuple[torch.Tensor, ...]:
+    """Where the alignment reads the reference (the paper's Fig. 7), and at which scale.
 
-    Returns ``(points, similarity)``, both ``[B,3,4h,4w]`` in [0,1]:
+    Returns ``(points, similarity)`` — and ``scale`` with ``with_scale`` — each ``[B,3,4h,4w]`` in [0,1]:
 
-    * ``points``: the reference (at 4× the image size, dimmed); for every ``step``-th LR pixel a white dot at the
-      pixel itself, a line of dots to where its content is read in the reference (:func:`displacement`) and the
-      3×3 footprint there, coloured by the detail weight (green = used, red = gated off).
+    * ``points``: the reference resized to ``4h × 4w`` (dimmed); for every ``step``-th LR pixel a white dot
+      at the pixel itself, a line of dots to where its content is read (:func:`displacement`) and the 3×3
+      footprint there, coloured by the detail weight (green = used, red = gated off).
     * ``similarity``: the detail weight as a heat map (bright = the reference is used there).
+    * ``scale``: the reference scale chosen per region by the scale search (:func:`scale_colours`: blue 0.5×,
+      white 1×, red 2×; grey where the reference is not used) over the dimmed reference.
     """
-    disp, weight = displacement(model, lr, ref)
-    refs = pair_references(lr, None if ref is None else ref.to(disp.device, lr.dtype)).float().cpu()
+    trace, matched, framed = _traced(model, lr, ref)
+    disp = trace["displacement"].cpu()
+    weight = (trace["detail_weight"] * trace["gate"]).float().cpu()
+    refs = (matched.ref if framed is None else framed).float().cpu()
     b, _, h, w = lr.shape
-    disp, weight = disp.cpu(), weight.cpu()
     canvas = refs.clone() * 0.45
     H, W = SCALE * h, SCALE * w
 
@@ -154,4 +182,8 @@ def offset_map(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = None,
                 dot(bi, cy, cx, white)
     sim = F.interpolate(weight, scale_factor=SCALE, mode="nearest")
     heat = torch.cat((sim, sim ** 2, 1 - sim), 1) * 0.7 + 0.3 * refs.mean(1, keepdim=True)
-    return canvas.clamp(0, 1), heat.clamp(0, 1)
+    if not with_scale:
+        return canvas.clamp(0, 1), heat.clamp(0, 1)
+    zoom = F.interpolate(scale_colours(matched.zoom.float().cpu(), weight), scale_factor=SCALE, mode="nearest")
+    scale = 0.75 * zoom + 0.25 * refs.mean(1, keepdim=True)
+    return canvas.clamp(0, 1), heat.clamp(0, 1), scale.clamp(0, 1)

@@ -35,6 +35,11 @@ def save_ssen(model: SSENet, path: str | os.PathLike, note: Mapping[str, str] | 
     return save_safetensors(model.state_dict(), path, metadata=meta)
 
 
+def build_from_state_dict(sd: Mapping[str, torch.Tensor]) -> SSENet:
+    """An eval-mode SSEN with the hyper-parameters of ``sd``, loaded strictly."""
+    return ARCH.load(sd).model
+
+
 def read_note(path: str | os.PathLike) -> dict[str, str]:
     """The metadata stored with a checkpoint (training source, steps, validation figures)."""
     return read_metadata(path)

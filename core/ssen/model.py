@@ -31,9 +31,10 @@ from ..errors import ConfigError, InputError
 from ..shapes import count_blocks, dim
 from .deform import ModulatedDeformConv2d
 from .match import box, coarse_flow, luma, ncc, warp
+from .resample import SCALE, bicubic_downscale, bicubic_up, resize_bicubic
+from .scale import align_candidate, choose, frame_flow, global_candidates, pick
 
-SCALE = 4
-GATE_NCC = (0.5, 0.85)     # similarity gate: NCC mapped from 0 to 1
+GATE_NCC = (0.8, 0.97)     # similarity gate: NCC mapped from 0 to 1 (strict: a reference may be useless, never harmful)
 GATE_SPREAD = (0.5, 2.0)   # similarity gate: flow spread (LR px) mapped from 1 to 0
 HP_SIGMA = 1.5             # detail high-pass (HR px)
 
@@ -148,24 +149,6 @@ class OffsetEstimator(nn.Module):
         return offset, torch.sigmoid(out[:, n:])
 
 
-def resize_bicubic(x: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
-    """Bicubic resize; the antialiased kernel has no half-precision CPU implementation in torch, so reduced
-    precision is resized in float32 and cast back (one rounding, as in the network itself)."""
-    if antialias and x.dtype in (torch.float16, torch.bfloat16):
-        return F.interpolate(x.float(), size=size, mode="bicubic", align_corners=False, antialias=True).to(x.dtype)
-    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=antialias)
-
-
-def bicubic_down(x: torch.Tensor) -> torch.Tensor:
-    """The degradation: antialiased bicubic ×4 down (no clamping, differentiable)."""
-    h, w = x.shape[-2:]
-    return resize_bicubic(x, (h // SCALE, w // SCALE), antialias=True)
-
-
-def bicubic_up(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, scale_factor=SCALE, mode="bicubic", align_corners=False)
-
-
 def highpass(x: torch.Tensor, sigma: float = HP_SIGMA) -> torch.Tensor:
     """``x`` minus its Gaussian blur (σ = 1.5 HR px: half power at the LR Nyquist frequency, 6 % left at a
     4-pixel period); separable, edge-replicated."""
@@ -196,7 +179,8 @@ def flow_spread(flow: torch.Tensor, k: int = 5) -> torch.Tensor:
     return (box(flow * flow, k) - m * m).clamp_min(0).sum(1, keepdim=True).sqrt()
 
 
-def similarity_gate(lr: torch.Tensor, ref_lr: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+def similarity_gate(lr: torch.Tensor, ref_lr: torch.Tensor, flow: torch.Tensor | None = None,
+                    spread: torch.Tensor | None = None) -> torch.Tensor:
     """Parameter-free per-position gate ``[B,1,h,w]`` in [0, 1], judged after the coarse alignment: the local 7×7
     luma NCC between the input and the aligned reference at the input's scale, mapped linearly from GATE_NCC[0]
     (0) to GATE_NCC[1] (1), times the coherence of the match, mapped from GATE_SPREAD[1] px of flow spread (0) to
@@ -205,7 +189,8 @@ def similarity_gate(lr: torch.Tensor, ref_lr: torch.Tensor, flow: torch.Tensor) 
     with torch.no_grad():
         rho = ncc(luma(lr), luma(ref_lr), 7)
         g_ncc = ((rho - GATE_NCC[0]) / (GATE_NCC[1] - GATE_NCC[0])).clamp(0, 1)
-        spread = flow_spread(flow)
+        if spread is None:
+            spread = flow_spread(flow)
         g_coh = ((GATE_SPREAD[1] - spread) / (GATE_SPREAD[1] - GATE_SPREAD[0])).clamp(0, 1)
         g = g_ncc * g_coh
         # morphological opening (5×5 erosion, then dilation): true matches cover regions, chance matches
@@ -233,6 +218,64 @@ def compose_displacement(offsets: list[torch.Tensor]) -> torch.Tensor:
     return d
 
 
+@dataclass
+class Match:
+    """The parameter-free match of an input ``[B,3,h,w]`` in a reference: ``ref`` ``[B,3,4h,4w]`` the reference on
+    the output grid (resized to the output's frame, or — where a scale/rotation candidate matched better — sampled
+    through that candidate's transform and local displacement), ``flow`` ``[B,2,h,w]`` the displacement still to
+    apply to ``ref`` (LR px; zero where a candidate's alignment is already in ``ref``), ``gate`` ``[B,1,h,w]`` the
+    similarity gate, ``zoom`` ``[B,1,h,w]`` the chosen scale (reference px per output px), ``angle`` (degrees) and
+    ``inside`` ``[B,2,h,w]`` the part of the alignment already inside ``ref``, as a displacement (LR px) in the
+    reference resized to the output's frame (zero when ``ref`` is that resized reference)."""
+    ref: torch.Tensor
+    flow: torch.Tensor
+    gate: torch.Tensor
+    zoom: torch.Tensor
+    angle: torch.Tensor
+    inside: torch.Tensor
+
+    FIELDS = ("ref", "flow", "gate", "zoom", "angle", "inside")
+
+    @staticmethod
+    def cat(ms: list[Match]) -> Match:
+        return Match(*(torch.cat([getattr(m, f) for m in ms]) for f in Match.FIELDS))
+
+
+def _frame_match(lr: torch.Tensor, ref4: torch.Tensor, zoom: float, flow0: torch.Tensor | None = None) -> Match:
+    """The match within the output's frame: the ±16 LR px search (unless ``flow0`` is given) and the gate on
+    ``ref4`` (``4h × 4w``)."""
+    if flow0 is None:
+        flow0, _ = coarse_flow(lr, bicubic_downscale(ref4))
+    gate = similarity_gate(lr, bicubic_downscale(warp_hr(ref4, flow0)), flow0)
+    z = torch.full_like(gate, zoom)
+    return Match(ref4, flow0, gate, z, torch.zeros_like(gate), torch.zeros_like(flow0))
+
+
+def _match_one(lr: torch.Tensor, ref: torch.Tensor, scale_search: bool) -> Match:
+    """One image: the reference resized to the output's frame (candidate 0) and every scale/rotation candidate
+    (:func:`.scale.global_candidates`), chosen per region by the smoothed match NCC."""
+    h, w = lr.shape[-2:]
+    frame = SSENet.prepare_reference(lr, ref)
+    zf = float((ref.shape[-2] * ref.shape[-1] / (SCALE * SCALE * h * w)) ** 0.5)
+    cands = global_candidates(lr, ref) if scale_search else []
+    found = [(c, align_candidate(lr, ref, c)) for c in cands]
+    found = [(c, r) for c, r in found if r is not None]
+    if not found:
+        return _frame_match(lr, frame, zf)
+    flow_f, score_f = coarse_flow(lr, bicubic_downscale(frame))
+    idx = choose([score_f] + [r[2] for _, r in found])
+    if bool((idx == 0).all()):
+        return _frame_match(lr, frame, zf, flow_f)
+    aligned = pick([warp_hr(frame, flow_f)] + [r[0] for _, r in found], idx)
+    spread = pick([flow_spread(flow_f)] + [flow_spread(r[1]) for _, r in found], idx)
+    gate = similarity_gate(lr, bicubic_downscale(aligned), spread=spread)
+    zoom = pick([torch.full_like(score_f, zf)] + [torch.full_like(score_f, c.zoom) for c, _ in found], idx)
+    angle = pick([torch.zeros_like(score_f)] + [torch.full_like(score_f, c.angle) for c, _ in found], idx)
+    frame_px = (ref.shape[-2] / h, ref.shape[-1] / w)  # native px per LR px of the output's frame
+    inside = pick([flow_f] + [frame_flow(c, r[1], frame_px) for c, r in found], idx)
+    return Match(aligned, torch.zeros_like(flow_f), gate, zoom, angle, inside)
+
+
 class SSENModule(nn.Module):
     """Coarse match + reference encoder + stacked similarity-aware deformable alignment + fusion + detail head."""
 
@@ -253,29 +296,31 @@ class SSENModule(nn.Module):
             nn.init.zeros_(m.bias)
 
     @staticmethod
-    def match(lr: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The parameter-free part: the coarse match ``flow0`` ``[B,2,h,w]`` (float32, LR px) of ``lr`` in ``ref``
-        (``4h × 4w``) and the similarity gate ``[B,1,h,w]`` judged after it, both computed in float32."""
-        lr, ref = lr.float(), ref.float()
-        flow0, _ = coarse_flow(lr, bicubic_down(ref))
-        return flow0, similarity_gate(lr, bicubic_down(warp_hr(ref, flow0)), flow0)
+    def match(lr: torch.Tensor, ref: torch.Tensor | None, scale_search: bool = True) -> Match:
+        """The parameter-free part (float32, no gradient): ``ref`` (any size; None = self-similarity) brought onto
+        the output grid — searched over scales and small rotations (:mod:`.scale`) and per position aligned by
+        the ±16 LR px displacement search — and the similarity gate judged after that alignment. See
+        :class:`Match`."""
+        lr = lr.float()
+        if ref is None:
+            return _frame_match(lr, bicubic_up(lr), 1.0)
+        refs = SSENet.pair_reference(lr, ref.float())
+        return Match.cat([_match_one(lr[i:i + 1], refs[min(i, refs.shape[0] - 1)][None], scale_search)
+                          for i in range(lr.shape[0])])
 
     def align(self, lr: torch.Tensor, lr_feat: torch.Tensor, ref: torch.Tensor, base: torch.Tensor,
-              origin: tuple[int, int] | None = None, match: tuple[torch.Tensor, torch.Tensor] | None = None
+              match: tuple[torch.Tensor, torch.Tensor], origin: tuple[int, int] | None = None
               ) -> dict[str, torch.Tensor | list]:
-        """``ref`` is ``4h × 4w``; or, for a tile, a larger window of the reference holding the tile's pixel (0, 0)
-        at ``4·origin`` (LR px) together with ``match``, the tile's part of the whole image's :meth:`match`."""
-        if match is None:
-            if origin is not None:
-                raise InputError("a reference window (origin) needs the whole image's match")
-            match = self.match(lr, ref)
+        """``ref`` is the matched reference (``Match.ref``, ``4h × 4w``) and ``match`` its ``(flow, gate)``; or, for
+        a tile, a larger window of it holding the tile's pixel (0, 0) at ``4·origin`` (LR px) and the tile's part of
+        the whole image's ``(flow, gate)``."""
         flow0, gate = match
         pre = warp_hr(ref, flow0, origin)
         # the parameter-free match runs in float32; the flow stays float32 (positions), the rest takes the model's
         g_hr = F.interpolate(gate, scale_factor=SCALE, mode="bilinear", align_corners=False).to(lr.dtype)
         ref_in = g_hr * pre + (1 - g_hr) * base
         r = self.ref_body(self.ref_head(F.pixel_unshuffle(ref_in, SCALE)))
-        cue = lr - bicubic_down(ref_in)  # no gate channel: gate 0 must look exactly like self-similarity
+        cue = lr - bicubic_downscale(ref_in)  # no gate channel: gate 0 must look exactly like self-similarity
         offsets, masks = [], []
         for est, dcn in zip(self.estimators, self.dcns):
             offset, mask = est(lr_feat, r, cue)
@@ -334,15 +379,23 @@ class SSENet(nn.Module):
         self.upsample = Upsampler(nf, cfg.hr_nf)
         self.tail = _conv(cfg.hr_nf, 3)
         self.ssen = SSENModule(cfg) if cfg.use_ssen else None
+        self.scale_search = True  # search the reference over scales and rotations (:mod:`.scale`)
+
+    @staticmethod
+    def pair_reference(lr: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """``ref`` checked against the batch of ``lr``: one reference for every image, or one per image."""
+        if ref.shape[0] not in (1, lr.shape[0]):
+            raise InputError(f"{ref.shape[0]} references for {lr.shape[0]} images: give one, or one per image")
+        return ref
 
     @staticmethod
     def prepare_reference(lr: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
-        """The reference at exactly 4× the LR size (bicubic; antialiased when shrinking)."""
+        """The reference resized to exactly 4× the LR size (bicubic; antialiased when shrinking): the output's
+        frame, candidate 0 of the match."""
         h, w = lr.shape[-2:]
         if ref is None:
             ref = lr
-        if ref.shape[0] not in (1, lr.shape[0]):
-            raise InputError(f"{ref.shape[0]} references for {lr.shape[0]} images: give one, or one per image")
+        ref = SSENet.pair_reference(lr, ref)
         if ref.shape[-2:] != (SCALE * h, SCALE * w):
             shrink = ref.shape[-2] > SCALE * h or ref.shape[-1] > SCALE * w
             ref = resize_bicubic(ref, (SCALE * h, SCALE * w), antialias=shrink)
@@ -352,12 +405,13 @@ class SSENet(nn.Module):
 
     def forward(self, lr: torch.Tensor, ref: torch.Tensor | None = None, return_offsets: bool = False,
                 ref_origin: tuple[int, int] | None = None, match: tuple[torch.Tensor, torch.Tensor] | None = None):
-        """×4 SR of ``lr`` ``[B,3,h,w]`` with ``ref`` (any size: resized to ``4h × 4w``; ``None``: self-similarity).
+        """×4 SR of ``lr`` ``[B,3,h,w]`` with ``ref`` (any size and zoom; ``None``: self-similarity).
 
-        Tiles (:func:`..infer.super_resolve`): ``match`` is the tile's part of :meth:`SSENModule.match` computed on
-        the whole image, and ``ref`` a window of the (4h×4w) reference around the tile, unresized, whose pixel
-        ``4·ref_origin`` is the tile's pixel (0, 0) — so the tile reads the whole image's displacement and the
-        content it points to, also beyond the tile (the window's sides must be multiples of 4)."""
+        Tiles (:func:`..infer.super_resolve`): ``match`` is the tile's part of ``(Match.flow, Match.gate)`` of
+        :meth:`SSENModule.match` computed on the whole image, and ``ref`` a window of ``Match.ref`` (4h×4w) around
+        the tile whose pixel ``4·ref_origin`` is the tile's pixel (0, 0) — so the tile reads the whole image's
+        displacement and the content it points to, also beyond the tile (the window's sides must be multiples of
+        4)."""
         if lr.ndim != 4 or lr.shape[1] != 3:
             raise InputError(f"SSEN expects an RGB batch [B,3,h,w]; got shape {tuple(lr.shape)}")
         if ref_origin is not None and (ref is None or ref.shape[-2] % SCALE or ref.shape[-1] % SCALE
@@ -375,13 +429,13 @@ class SSENet(nn.Module):
         extra = 0
         trace: dict = {}
         if self.ssen is not None:
-            if ref is None:
-                ref = base
-            elif ref_origin is None:
-                ref = self.prepare_reference(lr, ref)
-            else:
-                ref = ref.to(lr.dtype)
-            trace = self.ssen.align(lr, mid, ref, base, ref_origin, match)
+            if ref_origin is None or match is None:
+                if ref_origin is not None or match is not None:
+                    raise InputError("a reference window (ref_origin) and the whole image's match go together")
+                m = self.ssen.match(lr, ref, self.scale_search)
+                ref, match = m.ref, (m.flow, m.gate)
+                trace["zoom"], trace["angle"] = m.zoom, m.angle
+            trace.update(self.ssen.align(lr, mid, ref.to(lr.dtype), base, match, ref_origin))
             mid = self.ssen.fuse(mid, trace["aligned"])
             weight = self.ssen.detail_weight(mid, trace["aligned"])
             trace["detail_weight"] = weight
@@ -411,13 +465,6 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> SSENConfig:
                       ref_blocks=count_blocks(keys, "ssen.ref_body.") if use_ssen else 1,
                       est_nf=est_nf, groups=groups, n_dcn=n_dcn, nonlocal_blocks=nonlocal_blocks,
                       use_ssen=use_ssen, hr_nf=dim(sd, "tail.weight", 1, "SSEN"))
-
-
-def build_from_state_dict(sd: Mapping[str, torch.Tensor]) -> SSENet:
-    """An eval-mode SSEN with the hyper-parameters of ``sd``, loaded strictly."""
-    from .arch import ARCH
-
-    return ARCH.load(sd).model
 
 
 def param_count(model: nn.Module) -> int:

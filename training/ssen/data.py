@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from ...core.ssen.resample import bicubic_downscale
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def folder_samples(hr_dir: str | Path, lr_dir: str | Path | None = None, ref_dir
         stem = p.stem
         if ref_dir and Path(ref_dir).resolve() == hr_dir.resolve() and not stem.endswith("_0") and "_" in stem:
             continue  # CUFED5: only <id>_0 are inputs
-        base = stem[:-2] if stem.endswith("_0") else stem
+        base = stem.removesuffix("_0")
         refs = [r for r in ref_files if r.stem == stem and r != p]
         refs += [r for r in ref_files if r.stem.startswith(base + "_") and r.stem != stem and r != p]
         s = Sample(stem, load_image(p)[0], refs=[load_image(r)[0] for r in refs], aligned_refs=aligned_refs)
@@ -138,14 +139,9 @@ def folder_samples(hr_dir: str | Path, lr_dir: str | Path | None = None, ref_dir
     return out
 
 
-def bicubic_down(hr: torch.Tensor, scale: int = 4) -> torch.Tensor:
-    """Antialiased bicubic downsampling (MATLAB ``imresize``-like), clamped to [0, 1]."""
-    squeeze = hr.ndim == 3
-    x = hr[None] if squeeze else hr
-    h, w = x.shape[-2] // scale, x.shape[-1] // scale
-    y = F.interpolate(x[..., : h * scale, : w * scale], size=(h, w), mode="bicubic", align_corners=False,
-                      antialias=True).clamp(0, 1)
-    return y[0] if squeeze else y
+def make_lr(hr: torch.Tensor, scale: int = 4) -> torch.Tensor:
+    """The low-resolution image of ``hr``: :func:`...core.ssen.resample.bicubic_downscale`, clamped to [0, 1]."""
+    return bicubic_downscale(hr, scale).clamp(0, 1)
 
 
 def augment(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:

@@ -1,39 +1,52 @@
-"""The held-out evaluation protocol for SSEN (issue 11): photos never used in training.
+"""The held-out evaluation protocol for SSEN (issues 11, 21): photos never used in training, references that are
+other photographs of the scene — never crops of the ground truth.
 
-Images: ``<photos>/holdout/*.png`` of the prepared photo set (:mod:`.photos`; 7 photos), or scikit-image's
-astronaut alone when no photo set is given. Two 256² HR crops per image, chosen deterministically among
-positions on a 32-px grid with a 64-px margin (so every shifted or larger reference stays inside the photo):
-the most detailed window (highest mean |∇Y|) and the window of median detail overlapping it by at most half.
-LR = antialiased bicubic ×4 down. Reference modes per crop:
+Images: ``<photos>/holdout/*.png`` of the prepared photo set (:mod:`.photos`; 7 photos, ~1024 px long side), or
+scikit-image's astronaut alone when no photo set is given. Each photo is the *scene*; the ground truth is the
+scene at half its resolution (antialiased bicubic), so a reference zoomed in 2× still has real detail. Two
+192² HR crops (128² on the 512² astronaut) per image (the most detailed window — highest mean |∇Y| — and the window of median detail
+overlapping it by at most half, on a 16-px grid with a 48-px margin); LR = antialiased bicubic ×4 down.
+References (:func:`.camera.rephotograph`: similarity transform, lens blur, noise, JPEG — never pixel-identical):
 
-* ``self``       no reference (self-similarity)
-* ``aligned``    the ground-truth HR crop itself
-* ``shift{s}``   the HR window displaced by (-s, -s): the target's content lies s HR px further down and right in
-                 the reference (s/4 LR px), for s in 4, 8, 16, 32
-* ``larger``     the 384² window centred on the target (contains it; the model resizes it to 256²: scale 2/3)
-* ``irrelevant`` the most detailed crop of the next held-out photo (a single photo: its crop rotated by 180°)
+* ``self``        no reference (self-similarity)
+* ``zoom{z}``     the scene around the crop (a 256² ground-truth window, off-centre by up to 16 px, rotated by up
+                  to ±3°) photographed at z output px per ground-truth px, z = 0.5, 0.67, 1, 1.5, 2
+* ``frame{k}``    a hand-held video frame k frames away: the crop's own field of view moved by k × ~1.2 px per
+                  frame in a fixed direction, rotated by 0.12° and zoomed by 0.4 % per frame, motion blur, noise,
+                  JPEG 85; k = 1, 5, 15
+* ``irrelevant``  the ``zoom1`` reference of another photo's crop
+* ``partner``     (``stereo_cases``) the motorcycle pair's held-out rows (>= 300), the other view as reference
+
+Real pairs besides (``video_cases``, ``aloe_cases``; Debian ``opencv-doc``, evaluation only): frames 1/5/15 apart
+of a real video and the Middlebury *Aloe* stereo pair.
 
 Metrics: Y-PSNR and Y-SSIM (BT.601, 8-bit, border shave 4) and the grid ratio of (SSEN − bicubic)
-(:func:`.metrics.grid_ratio`). ``stereo_cases`` adds the motorcycle pair's held-out rows (>= 300) with the
-other view as the reference (192×256 crops: only 200 rows are held out).
+(:func:`.metrics.grid_ratio`).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import bicubic_down
+from .camera import rephotograph
+from .data import make_lr
 from .metrics import grid_ratio, psnr_y, rgb_to_y, ssim_y
 from .photos import STEREO_HOLDOUT_ROW
 
-SIZE, MARGIN = 256, 64
-SHIFTS = (4, 8, 16, 32)
-MODES = ("self", "aligned") + tuple(f"shift{s}" for s in SHIFTS) + ("larger", "irrelevant")
-GRID_MODES = ("self", "aligned", "shift8", "irrelevant")
+SIZE, MARGIN, STEP = 192, 48, 16
+SMALL = 128  # crop side on scenes too small for SIZE
+ZOOMS = (0.5, 0.67, 1.0, 1.5, 2.0)
+FRAMES = (1, 5, 15)
+MODES = (("self",) + tuple(f"zoom{z:g}" for z in ZOOMS) + tuple(f"frame{k}" for k in FRAMES) + ("irrelevant",))
+GRID_MODES = ("self", "zoom1", "frame1", "irrelevant")
+LABELS = {"self": "self-similarity (no reference)", "irrelevant": "irrelevant photo",
+          **{f"zoom{z:g}": f"same scene, {z:g}× zoom" for z in ZOOMS},
+          **{f"frame{k}": f"simulated video frame {k} apart" for k in FRAMES}}
 
 
 def load_png(path: Path) -> torch.Tensor:
@@ -56,7 +69,7 @@ def holdout_images(photos: str | Path | None = None) -> dict[str, torch.Tensor]:
     return {p.stem: load_png(p) for p in files}
 
 
-def choose_crops(img: torch.Tensor, size: int = SIZE, margin: int = MARGIN, step: int = 32) -> list[tuple[int, int]]:
+def choose_crops(img: torch.Tensor, size: int = SIZE, margin: int = MARGIN, step: int = STEP) -> list[tuple[int, int]]:
     y = rgb_to_y(img[None])[0, 0]
     g = (y[1:, :-1] - y[:-1, :-1]).abs() + (y[:-1, 1:] - y[:-1, :-1]).abs()
     H, W = img.shape[-2:]
@@ -74,21 +87,46 @@ def choose_crops(img: torch.Tensor, size: int = SIZE, margin: int = MARGIN, step
     return [(best[1], best[2])] + ([(second[1], second[2])] if second else [])
 
 
-def cases(images: dict[str, torch.Tensor]) -> list[dict]:
-    """Every (photo, crop) with its HR, LR and references by mode."""
+def ground_truth(scene: torch.Tensor) -> torch.Tensor:
+    """The ground-truth image of a scene: half its resolution (antialiased bicubic), ``[3,H/2,W/2]``."""
+    h, w = scene.shape[-2] // 2, scene.shape[-1] // 2
+    return F.interpolate(scene[None, :, :2 * h, :2 * w], size=(h, w), mode="bicubic", align_corners=False,
+                         antialias=True)[0].clamp(0, 1)
+
+
+def _references(scene: torch.Tensor, y: int, x: int, seed: int, size: int = SIZE) -> dict:
+    g = torch.Generator().manual_seed(seed)
+
+    def u(a: float) -> float:
+        return float(torch.rand(1, generator=g)) * 2 * a - a
+
+    c = (y + size / 2, x + size / 2)
+    refs: dict = {"self": None}
+    for i, z in enumerate(ZOOMS):
+        centre = (c[0] + u(16), c[1] + u(16))
+        refs[f"zoom{z:g}"] = rephotograph(scene, centre, (size + 64, size + 64), z, angle=u(3), seed=seed * 31 + i)[0]
+    direction = u(math.pi)
+    for k in FRAMES:
+        d = 1.2 * k
+        centre = (c[0] + d * math.sin(direction), c[1] + d * math.cos(direction))
+        refs[f"frame{k}"] = rephotograph(scene, centre, (size, size), 1 + 0.004 * k, angle=0.12 * k,
+                                         seed=seed * 31 + 10 + k, motion=1.5, noise=0.012, quality=85)[0]
+    return refs
+
+
+def cases(images: dict[str, torch.Tensor], crops: int = 2) -> list[dict]:
+    """Every (photo, crop) with its HR, LR and references by mode (the photos are the scenes)."""
     out = []
-    for name, img in images.items():
-        for ci, (y, x) in enumerate(choose_crops(img)):
-            hr = img[:, y:y + SIZE, x:x + SIZE]
-            refs = {"self": None, "aligned": hr}
-            for s in SHIFTS:
-                refs[f"shift{s}"] = img[:, y - s:y - s + SIZE, x - s:x - s + SIZE]
-            refs["larger"] = img[:, y - MARGIN:y + SIZE + MARGIN, x - MARGIN:x + SIZE + MARGIN]
-            out.append({"name": f"{name}#{ci}", "image": name, "yx": (y, x), "hr": hr, "lr": bicubic_down(hr),
-                        "refs": refs})
-    for i, c in enumerate(out):  # irrelevant: the most detailed crop of the next photo
+    for pi, (name, scene) in enumerate(images.items()):
+        gt = ground_truth(scene)
+        size = SIZE if min(gt.shape[-2:]) >= SIZE + 2 * MARGIN else SMALL  # scikit-image's 512² astronaut
+        for ci, (y, x) in enumerate(choose_crops(gt, size)[:crops]):
+            hr = gt[:, y:y + size, x:x + size]
+            out.append({"name": f"{name}#{ci}", "image": name, "yx": (y, x), "hr": hr, "lr": make_lr(hr),
+                        "refs": _references(scene, y, x, 1000 * pi + ci, size)})
+    for i, c in enumerate(out):  # irrelevant: the 1× reference of the next photo's crop
         other = next((o for o in out[i + 1:] + out[:i] if o["image"] != c["image"]), None)
-        c["refs"]["irrelevant"] = other["hr"] if other else torch.flip(c["hr"], (-1, -2))
+        c["refs"]["irrelevant"] = other["refs"]["zoom1"] if other else torch.flip(c["refs"]["zoom1"], (-1, -2))
     return out
 
 
@@ -100,7 +138,47 @@ def stereo_cases(photos: str | Path) -> list[dict]:
     for ci, x in enumerate((160, 448)):
         hr = left[:, 4:196, x:x + 256]
         out.append({"name": f"motorcycle_left_bottom#{ci}", "image": "motorcycle_left_bottom", "yx": (4, x),
-                    "hr": hr, "lr": bicubic_down(hr), "refs": {"self": None, "partner": right[:, 4:196, x:x + 256]}})
+                    "hr": hr, "lr": make_lr(hr), "refs": {"self": None, "partner": right[:, 4:196, x:x + 256]}})
+    return out
+
+
+def video_cases(pairs: str | Path) -> list[dict]:
+    """Real video (:func:`.photos.prepare_real_pairs`: ``vtest.avi``, a static camera over a plaza, DivX-compressed):
+    for each held-out clip start t, two 192² crops of frame t (most detailed, median detail) as the ground truth
+    and the same window grown by 32 px in frames t+1, t+5, t+15 as the references (``frame{k}``)."""
+    from .photos import VIDEO_STARTS
+
+    root = Path(pairs) / "video"
+    if not root.is_dir():
+        return []
+    out = []
+    for t in VIDEO_STARTS:
+        frame = load_png(root / f"vtest_{t:04d}.png")
+        for ci, (y, x) in enumerate(choose_crops(frame)):
+            hr = frame[:, y:y + SIZE, x:x + SIZE]
+            refs: dict = {"self": None}
+            for k in FRAMES:
+                other = load_png(root / f"vtest_{t + k:04d}.png")
+                refs[f"frame{k}"] = other[:, y - 32:y + SIZE + 32, x - 32:x + SIZE + 32]
+            out.append({"name": f"vtest@{t}#{ci}", "image": f"vtest@{t}", "yx": (y, x), "hr": hr, "lr": make_lr(hr),
+                        "refs": refs})
+    return out
+
+
+def aloe_cases(pairs: str | Path) -> list[dict]:
+    """The Middlebury *Aloe* stereo pair (:func:`.photos.prepare_real_pairs`) at half resolution: two 192² crops of
+    the left view, the right view's rows of the crop from 128 px left of it to 32 px right of it as the reference
+    (``partner``)."""
+    root = Path(pairs) / "stereo"
+    if not (root / "aloe_left.png").is_file():
+        return []
+    left, right = (ground_truth(load_png(root / f"aloe_{s}.png")) for s in ("left", "right"))
+    out = []
+    for ci, (y, x) in enumerate(choose_crops(left)):
+        hr = left[:, y:y + SIZE, x:x + SIZE]
+        ref = right[:, y:y + SIZE, max(0, x - 128):x + SIZE + 32]
+        out.append({"name": f"aloe#{ci}", "image": "aloe", "yx": (y, x), "hr": hr, "lr": make_lr(hr),
+                    "refs": {"self": None, "partner": ref}})
     return out
 
 
@@ -121,7 +199,7 @@ def evaluate(model, cs: list[dict], modes: tuple[str, ...] | None = None) -> dic
             sr = model(lr.to(dev), None if ref is None else ref[None].to(dev)).float().clamp(0, 1).cpu()
             row[mode] = psnr_y(sr, hr)
             row[mode + "_ssim"] = ssim_y(sr, hr)
-            if mode in GRID_MODES:
+            if mode in GRID_MODES or mode == "partner":
                 row[mode + "_grid"] = grid_ratio(sr, bic)
         rows[c["name"]] = row
     keys = list(dict.fromkeys(k for r in rows.values() for k in r))
@@ -141,19 +219,44 @@ def summary(res: dict) -> str:
     return "; ".join(parts)
 
 
-def table(res: dict, stereo: dict | None = None) -> str:
-    """A Markdown table of the means: Y-PSNR (dB) and SSIM per mode, and the gain over self-similarity."""
+def worst_vs_self(res: dict, mode: str) -> float:
+    """The lowest per-crop gain of ``mode`` over self-similarity (dB)."""
+    return min((r[mode] - r["self"] for r in res["rows"].values() if mode in r), default=float("nan"))
+
+
+def table(res: dict, stereo: dict | None = None, video: dict | None = None, aloe: dict | None = None) -> str:
+    """One Markdown table: Y-PSNR (dB), the gain over self-similarity (mean and worst crop) and SSIM per mode; the
+    real video (``video_cases``) and the second stereo pair (``aloe_cases``) as rows of their own."""
     m = res["mean"]
-    lines = ["| input to SSEN | Y-PSNR (dB) | Δ vs self | SSIM |", "|---|---|---|---|",
-             f"| bicubic (no SSEN) | {m['bicubic']:.2f} | {m['bicubic'] - m['self']:+.2f} | {m['bicubic_ssim']:.4f} |"]
-    label = {"self": "self-similarity (no reference)", "aligned": "aligned ground truth",
-             "larger": "384² crop containing the target", "irrelevant": "irrelevant photo"}
+    lines = ["| input to SSEN | Y-PSNR (dB) | Δ vs self | worst crop Δ | SSIM |", "|---|---|---|---|---|",
+             (f"| bicubic (no SSEN) | {m['bicubic']:.2f} | {m['bicubic'] - m['self']:+.2f} | | "
+             f"{m['bicubic_ssim']:.4f} |")]
     for k in MODES:
         if k in m:
-            name = label[k] if k in label else f"ground truth shifted by {k[5:]} px ({int(k[5:]) // 4} LR px)"
-            lines.append(f"| {name} | {m[k]:.2f} | {m[k] - m['self']:+.2f} | {m[k + '_ssim']:.4f} |")
+            worst = worst_vs_self(res, k)
+            worst = "" if k == "self" or math.isnan(worst) else f"{worst:+.2f}"
+            lines.append(f"| {LABELS[k]} | {m[k]:.2f} | {m[k] - m['self']:+.2f} | {worst} | {m[k + '_ssim']:.4f} |")
     if stereo:
         s = stereo["mean"]
         lines.append(f"| stereo partner (motorcycle, 192×256; self {s['self']:.2f}) | {s['partner']:.2f} | "
-                     f"{s['partner'] - s['self']:+.2f} | {s['partner_ssim']:.4f} |")
+                     f"{s['partner'] - s['self']:+.2f} | {worst_vs_self(stereo, 'partner'):+.2f} | "
+                     f"{s['partner_ssim']:.4f} |")
+    if video:
+        v = video["mean"]
+        for k in FRAMES:
+            lines.append(f"| real video (vtest.avi), frame {k} apart; self {v['self']:.2f} | {v[f'frame{k}']:.2f} | "
+                         f"{v[f'frame{k}'] - v['self']:+.2f} | {worst_vs_self(video, f'frame{k}'):+.2f} | "
+                         f"{v[f'frame{k}_ssim']:.4f} |")
+    if aloe:
+        a = aloe["mean"]
+        lines.append(f"| stereo partner (Aloe, 192²; self {a['self']:.2f}) | {a['partner']:.2f} | "
+                     f"{a['partner'] - a['self']:+.2f} | {worst_vs_self(aloe, 'partner'):+.2f} | "
+                     f"{a['partner_ssim']:.4f} |")
+    grids = dict(res["max_grid"])
+    for extra in (stereo, video, aloe):
+        for k, v in (extra or {}).get("max_grid", {}).items():
+            grids[k] = max(v, grids.get(k, 0.0))
+    lines.append("")
+    lines.append("Grid ratio, worst crop: " + ", ".join(f"{k[:-5]} {v:.2f}" for k, v in grids.items()
+                                                        if k != "true_residual_grid"))
     return "\n".join(lines)

@@ -216,6 +216,77 @@ def prepare_photos(dest: str | Path, skimage_only: bool = False, holdout_only: b
     return dest
 
 
+OPENCV_DOC = "opencv-doc"           # Debian: OpenCV's sample data (examples/data), Apache-2.0 AND BSD-3-Clause
+OPENCV_DATA = "usr/share/doc/opencv-doc/examples/data/"
+VIDEO = "vtest.avi"                 # 768×576 pedestrians on a plaza, 795 frames (DivX 3: decoded with PyAV)
+VIDEO_STARTS = (60, 300, 540)       # frames t of the held-out clips; t+1, t+5, t+15 are the references
+VIDEO_OFFSETS = (0, 1, 5, 15)
+
+
+def prepare_real_pairs(dest: str | Path) -> Path:
+    """Real reference pairs for evaluation only (never trained on): the Middlebury *Aloe* stereo pair and frames of
+    ``vtest.avi`` from Debian ``opencv-doc`` (``apt-get download``, ~96 MB), written to ``dest/stereo/aloe_{left,
+    right}.png`` and ``dest/video/vtest_{t:04d}.png`` with ``dest/manifest.json``. The video needs PyAV (``pip
+    install av``) to decode; without it only the stereo pair is written."""
+    from PIL import Image
+
+    dest = Path(dest)
+    if (dest / "manifest.json").is_file():
+        return dest
+    tmp_dest = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp_dest, ignore_errors=True)
+    (tmp_dest / "stereo").mkdir(parents=True)
+    manifest: list = []
+    with tempfile.TemporaryDirectory() as work:
+        _run(["apt-get", "download", OPENCV_DOC], Path(work))
+        deb = next(Path(work).glob(f"{OPENCV_DOC}_*.deb"))
+        files = _deb_files(deb, OPENCV_DATA)
+    meta = {"package": f"Debian {OPENCV_DOC} {_deb_version(deb)}", "licence": "Apache-2.0 AND BSD-3-Clause "
+            "(debian/copyright, Files: *)", "split": "holdout (evaluation only)"}
+    for side, fname in (("left", "aloeL.jpg"), ("right", "aloeR.jpg")):
+        Image.open(io.BytesIO(files[OPENCV_DATA + fname])).convert("RGB").save(tmp_dest / "stereo" / f"aloe_{side}.png")
+        manifest.append({"name": f"aloe_{side}", "file": fname, **meta})
+    try:
+        import av
+    except ImportError:
+        log.warning("PyAV is not installed: the %s frames are not prepared (pip install av)", VIDEO)
+    else:
+        want = {t + k for t in VIDEO_STARTS for k in VIDEO_OFFSETS}
+        (tmp_dest / "video").mkdir()
+        with av.open(io.BytesIO(files[OPENCV_DATA + VIDEO])) as container:
+            for i, frame in enumerate(container.decode(video=0)):
+                if i in want:
+                    Image.fromarray(frame.to_ndarray(format="rgb24")).save(tmp_dest / "video" / f"vtest_{i:04d}.png")
+                if i >= max(want):
+                    break
+        manifest.append({"name": "vtest", "file": VIDEO, "frames": sorted(want), **meta})
+    (tmp_dest / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp_dest.replace(dest)
+    return dest
+
+
+def find_real_pairs(prepare: bool = True) -> Path | None:
+    """The real reference pairs (:func:`prepare_real_pairs`) in ``$AWARE_RESTORE_SSEN_PAIRS`` or
+    ``~/.cache/aware_restore/ssen_real_pairs`` (prepared there when ``prepare``); None when they cannot be had."""
+    import os
+
+    env = os.environ.get("AWARE_RESTORE_SSEN_PAIRS")
+    if env:
+        return Path(env) if (Path(env) / "manifest.json").is_file() else None
+    dest = Path.home() / ".cache" / "aware_restore" / "ssen_real_pairs"
+    if (dest / "manifest.json").is_file():
+        return dest
+    if not prepare:
+        return None
+    try:
+        return prepare_real_pairs(dest)
+    except (OSError, subprocess.CalledProcessError, ValueError, StopIteration, KeyError) as exc:
+        log.warning("SSEN real reference pairs unavailable: %s", exc)
+        return None
+
+
 def find_photos(prepare: bool = True) -> Path | None:
     """A photo set with the held-out photos: ``$AWARE_RESTORE_SSEN_PHOTOS``, else the full set in
     ``~/.cache/aware_restore/ssen_photos``, else the held-out subset in ``~/.cache/aware_restore/ssen_photos_holdout``

@@ -1,0 +1,24 @@
+"""SSEN training losses: Charbonnier on the output and the error energy at the 4-pixel-period grid frequencies."""
+
+from __future__ import annotations
+
+import torch
+
+from ...core.ssen.match import luma
+
+
+def charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    return torch.sqrt((x - y) ** 2 + eps * eps).mean()
+
+
+def grid_energy(err: torch.Tensor) -> torch.Tensor:
+    """Mean luma error energy at the 15 period-4 / period-2 grid frequencies (the bins of
+    :func:`.metrics.grid_ratio`), Parseval-normalised so that a white error of variance v scores v. The pixel loss
+    alone spends almost nothing on these 15 of H·W bins; this term makes a checkerboard cost what it looks like."""
+    y = luma(err)[:, 0].float()
+    h, w = y.shape[-2:]
+    p = torch.fft.fft2(y).abs() ** 2 / (h * w)
+    iy = torch.tensor([0, h // 4, h // 2, 3 * h // 4], device=y.device)
+    ix = torch.tensor([0, w // 4, w // 2, 3 * w // 4], device=y.device)
+    g = p[:, iy[:, None], ix[None, :]].flatten(1)[:, 1:]  # without (0, 0)
+    return g.mean()
