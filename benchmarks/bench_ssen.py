@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import peak_rss_mb
 
 HERE = Path(__file__).resolve().parent
 SIZES = (128, 256)
@@ -36,7 +37,7 @@ def _case(method: str, size: int, threads: int, repeats: int, device: str) -> di
     from aware_restore.core.ssen import SSENet, load_ssen
 
     torch.set_num_threads(threads)
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_rss = peak_rss_mb()
     g = torch.Generator().manual_seed(0)
     lr = torch.rand(1, 3, size, size, generator=g).to(device)
     ref = torch.rand(1, 3, 4 * size, 4 * size, generator=g).to(device)
@@ -63,9 +64,9 @@ def _case(method: str, size: int, threads: int, repeats: int, device: str) -> di
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
     assert out.shape[-1] == 4 * size
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    res = {"method": method, "lr": size, "sr": 4 * size, "seconds": min(times), "peak_rss_mib": peak / 1024,
-           "rss_over_import_mib": (peak - base_rss) / 1024}
+    peak = peak_rss_mb()
+    res = {"method": method, "lr": size, "sr": 4 * size, "seconds": min(times), "peak_rss_mib": peak,
+           "rss_over_import_mib": peak - base_rss}
     if device == "cuda":
         res["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
     return res
@@ -80,7 +81,7 @@ def _match_case(size: int, ref_side: int, threads: int, repeats: int, device: st
     from aware_restore.core.ssen.resample import bicubic_downscale
 
     torch.set_num_threads(threads)
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_rss = peak_rss_mb()
     g = torch.Generator().manual_seed(0)
     side = ref_side + ref_side // 8
     scene = sum(F.interpolate(torch.rand(1, 3, k, k, generator=g), size=(side, side), mode="bicubic",
@@ -98,11 +99,11 @@ def _match_case(size: int, ref_side: int, threads: int, repeats: int, device: st
             t = time.perf_counter()
             m = module.match(lr, ref)
             times.append(time.perf_counter() - t)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"method": "match", "lr": size, "ref": ref_side, "seconds": min(times), "peak_rss_mib": peak / 1024,
-            "rss_over_import_mib": (peak - base_rss) / 1024, "zoom_median": float(m.zoom.median()),
+    peak = peak_rss_mb()
+    return {"method": "match", "lr": size, "ref": ref_side, "seconds": min(times), "peak_rss_mib": peak,
+            "rss_over_import_mib": peak - base_rss, "zoom_median": float(m.zoom.median()),
             "gate_mean": float(m.gate.mean()),
-            "mib_per_output_megapixel": (peak - base_rss) / 1024 / (16 * size * size / 1e6)}
+            "mib_per_output_megapixel": (peak - base_rss) / (16 * size * size / 1e6)}
 
 
 def _quality(photos: str | None, threads: int) -> dict:

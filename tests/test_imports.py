@@ -13,8 +13,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "core"
 PACK = "aware_restore"
 
-# Cycles another change removes (issue 19's SSEN part); delete the entry when it lands.
-ALLOWED_CYCLES: set[frozenset[str]] = {frozenset({"core.ssen.arch", "core.ssen.model"})}
 
 
 def module_name(path: Path) -> str:
@@ -117,7 +115,7 @@ def test_the_graph_sees_relative_function_local_and_package_imports(tmp_path):
 
 
 def test_core_has_no_import_cycles():
-    found = [c for c in cycles(import_graph(core_modules())) if frozenset(c) not in ALLOWED_CYCLES]
+    found = cycles(import_graph(core_modules()))
     assert not found, "import cycles in core/: " + "; ".join(" <-> ".join(sorted(c)) for c in found)
 
 
