@@ -79,9 +79,8 @@ def main() -> int:
 
     m = m.clone()
     m.set_model_unet_function_wrapper(probe)
-    holder = native.descriptor.model.holder
     hooks = []
-    for where, rca in (("unet", native.descriptor.model.unet_rca), ("controlnet", holder.rca)):
+    for where, rca in (("unet", native.descriptor.model.unet_rca), ("controlnet", native.descriptor.model.controlnet_rca)):
         for entry, block in rca.blocks():
             def grab(module, args, kwargs, output, where=where, path=entry.ldm_path):
                 ctx = args[1] if len(args) > 1 else kwargs["context"]
