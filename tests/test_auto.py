@@ -287,3 +287,28 @@ def test_pipeline_restores_only_the_degraded_region(short_irsde):
     assert float(diff[:, 80:].max()) == 0.0  # kept exactly
     rep = res.report()[0]
     assert rep["route"] == "irsde" and 0.3 < rep["area"] < 0.7 and "fidelity" in rep
+
+
+def test_pipeline_reports_progress_and_stops_while_mapping():
+    """The map is the pipeline's first long loop: its windows drive the progress callback, so an interrupt raised
+    there stops the run before the whole map is computed (it used to run without any progress call)."""
+    from aware_restore.core.auto.pipeline import auto_restore
+
+    class Stop(Exception):
+        pass
+
+    x = left_noisy_right_hazy(64, 256)
+    probe = ProbeDaclip(image_size=32)
+    seen = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+        if len(seen) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        auto_restore(probe, None, x, Thresholds(degraded=1.0, full=1.0), progress=progress)
+    full = ProbeDaclip(image_size=32)
+    degradation_map(full, x)
+    assert probe.calls < full.calls, (probe.calls, full.calls)
+    assert all(d <= t for d, t in seen) and seen[0][0] <= seen[1][0]
