@@ -312,3 +312,19 @@ def test_pipeline_reports_progress_and_stops_while_mapping():
     degradation_map(full, x)
     assert probe.calls < full.calls, (probe.calls, full.calls)
     assert all(d <= t for d, t in seen) and seen[0][0] <= seen[1][0]
+
+
+def test_feather_keeps_full_masks_full_on_images_thinner_than_the_radius():
+    """Feathering smooths edges only: a mask that is 1 everywhere stays 1 when a side is shorter than the feather
+    radius (the kernel cut to that side used to sum below 1 and fade the whole mask)."""
+    from aware_restore.core.auto.route import feather
+
+    for h, w in ((10, 40), (1, 64), (64, 3), (200, 300)):
+        ones = torch.ones(2, h, w)
+        out = feather(ones, 16 if h != 200 else 256)
+        assert torch.allclose(out, ones, atol=1e-5), (h, w, float(out.min()))
+    half = torch.zeros(1, 8, 64)
+    half[..., :32] = 1
+    out = feather(half, 16)[0, 4]
+    assert float(out[0]) == pytest.approx(1.0, abs=1e-3) and float(out[-1]) < 1e-3 and 0.3 < float(out[31]) < 0.7
+
