@@ -328,3 +328,16 @@ def test_feather_keeps_full_masks_full_on_images_thinner_than_the_radius():
     out = feather(half, 16)[0, 4]
     assert float(out[0]) == pytest.approx(1.0, abs=1e-3) and float(out[-1]) < 1e-3 and 0.3 < float(out[31]) < 0.7
 
+
+def test_map_select_takes_one_image_like_the_other_payloads():
+    """``select(-1)`` is the last image (it gave an empty map), an index out of range raises (it gave an empty
+    map too), as the embeddings payloads' ``select`` does."""
+    x = torch.cat([left_noisy_right_hazy(32, 64, seed=s) for s in (0, 1)])
+    dmap = degradation_map(ProbeDaclip(image_size=32), x)
+    last = dmap.select(-1)
+    assert len(last) == 1 and torch.equal(last.probs, dmap.probs[1:]) and torch.equal(last.global_probs,
+                                                                                     dmap.global_probs[1:])
+    assert len(dmap.select(0)) == 1 and len(dmap.select(slice(0, 2))) == 2
+    with pytest.raises(IndexError):
+        dmap.select(2)
+

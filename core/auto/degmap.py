@@ -97,7 +97,14 @@ class DegradationMap:
         return self.masks(size)[:, i].clamp(0, 1)
 
     def select(self, b: int | slice) -> DegradationMap:
-        s = b if isinstance(b, slice) else slice(b, b + 1)
+        """The map of image ``b`` (batch axis kept) or of a slice of the batch; an index out of range raises."""
+        if isinstance(b, slice):
+            s = b
+        else:
+            n = len(self)
+            if not -n <= b < n:
+                raise IndexError(f"DegradationMap: index {b} out of range for {n} image(s)")
+            s = slice(b % n, b % n + 1)
         return DegradationMap(self.labels, self.probs[s], self.global_probs[s], self.image_size, self.window,
                               self.overlap)
 
