@@ -341,3 +341,16 @@ def test_map_select_takes_one_image_like_the_other_payloads():
     with pytest.raises(IndexError):
         dmap.select(2)
 
+
+@pytest.mark.parametrize(("h", "w", "side"), [(64, 130, 33), (64, 130, 32), (1365, 2048, 1024), (100, 300, 64)])
+def test_map_on_a_reduced_plane_has_no_holes(h, w, side):
+    """Large images are mapped on a plane of at most ``max_map_side`` px (ceil-sized): every plane pixel is
+    covered by a window, so the map is finite and sums to 1 everywhere (the scaled end of the border windows was
+    rounded down and left a NaN row/column, e.g. 2048x1365 at the default 1024)."""
+    probe = ProbeDaclip(image_size=32 if side < 1024 else 224)
+    dmap = degradation_map(probe, torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)),
+                           max_map_side=side)
+    assert max(dmap.probs.shape[-2:]) <= side + 1
+    assert torch.isfinite(dmap.probs).all() and torch.isfinite(dmap.masks()).all()
+    assert torch.allclose(dmap.probs.sum(dim=1), torch.ones(1, *dmap.probs.shape[-2:]), atol=1e-5)
+

@@ -161,8 +161,11 @@ def degradation_map(model, images: torch.Tensor, labels: Sequence[str] | str | N
             crops = torch.cat([img[..., y:y + g.th, x:x + g.tw] for y, x in origins])
             probs = window_probabilities(model, crops, text).double()
             for (y, x), p in zip(origins, probs):
-                y0, x0 = round(y / s), round(x / s)
-                y1, x1 = min(ph, max(y0 + 1, round((y + g.th) / s))), min(pw, max(x0 + 1, round((x + g.tw) / s)))
+                y0, x0 = min(ph - 1, round(y / s)), min(pw - 1, round(x / s))
+                # windows at the bottom/right border reach the plane's border (rounding the scaled end could stop
+                # a row/column short of the ceil-sized plane: weight 0 there, a NaN stripe in the map)
+                y1 = ph if y + g.th >= h else min(ph, max(y0 + 1, round((y + g.th) / s)))
+                x1 = pw if x + g.tw >= w else min(pw, max(x0 + 1, round((x + g.tw) / s)))
                 wts = blend_window(y1 - y0, x1 - x0, "linear", max(1, round(g.overlap / s)), dtype=torch.float64)
                 acc[:, y0:y1, x0:x1] += p[:, None, None] * wts
                 weight[y0:y1, x0:x1] += wts
