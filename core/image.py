@@ -198,7 +198,8 @@ def load_image(path: str | os.PathLike, keep_alpha: bool = False) -> torch.Tenso
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
             arr = _pil_to_array(img)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:  # PIL reports bad files in all four
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError
+            ) as exc:  # PIL reports bad files in all four; a bomb (too many pixels) is an Exception of its own
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImageInputError(f"cannot read the image '{path}': {first}. Give a PNG, JPEG, WebP or TIFF file"
                               ) from None

@@ -181,8 +181,9 @@ class ARAutoRestore(io.ComfyNode):
             description="Restores each image with what it needs: maps its degradations with DA-CLIP, routes it "
                         "(IR-SDE universal restoration / SeeSR / keep), restores only the degraded regions, "
                         "blends them in with feathered masks and checks the result against the input. SeeSR runs "
-                        "in your graph: connect its output to 'seesr_image' — ComfyUI evaluates that branch only "
-                        "when an image routes to it. The report is shown on the node.",
+                        "in your graph: connect its output to 'seesr_image' — with 'degradation_map' connected, "
+                        "ComfyUI evaluates that branch only when an image routes to it. The report is shown on "
+                        "the node.",
             is_output_node=True,
             inputs=[
                 io.Image.Input("image", tooltip="Image batch to restore."),
@@ -191,7 +192,8 @@ class ARAutoRestore(io.ComfyNode):
                 DMAP.input("A map of the same images (computed here when not connected).", optional=True),
                 io.Image.Input("seesr_image", optional=True, lazy=True,
                                tooltip="SeeSR result of the same images (e.g. the native SeeSR graph); evaluated "
-                                       "only when an image routes to SeeSR. Its size becomes the output size."),
+                                       "only when an image routes to SeeSR (with 'degradation_map' connected; "
+                                       "without it the branch always runs). Its size becomes the output size."),
                 *threshold_inputs(),
                 seed_input("IR-SDE noise seed; image b of a batch uses seed + b."),
                 tile_input("IR-SDE tile side (exact low-memory mode; 0 = whole image)."),

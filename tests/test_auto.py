@@ -287,3 +287,70 @@ def test_pipeline_restores_only_the_degraded_region(short_irsde):
     assert float(diff[:, 80:].max()) == 0.0  # kept exactly
     rep = res.report()[0]
     assert rep["route"] == "irsde" and 0.3 < rep["area"] < 0.7 and "fidelity" in rep
+
+
+def test_pipeline_reports_progress_and_stops_while_mapping():
+    """The map is the pipeline's first long loop: its windows drive the progress callback, so an interrupt raised
+    there stops the run before the whole map is computed (it used to run without any progress call)."""
+    from aware_restore.core.auto.pipeline import auto_restore
+
+    class Stop(Exception):
+        pass
+
+    x = left_noisy_right_hazy(64, 256)
+    probe = ProbeDaclip(image_size=32)
+    seen = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+        if len(seen) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        auto_restore(probe, None, x, Thresholds(degraded=1.0, full=1.0), progress=progress)
+    full = ProbeDaclip(image_size=32)
+    degradation_map(full, x)
+    assert probe.calls < full.calls, (probe.calls, full.calls)
+    assert all(d <= t for d, t in seen) and seen[0][0] <= seen[1][0]
+
+
+def test_feather_keeps_full_masks_full_on_images_thinner_than_the_radius():
+    """Feathering smooths edges only: a mask that is 1 everywhere stays 1 when a side is shorter than the feather
+    radius (the kernel cut to that side used to sum below 1 and fade the whole mask)."""
+    from aware_restore.core.auto.route import feather
+
+    for h, w in ((10, 40), (1, 64), (64, 3), (200, 300)):
+        ones = torch.ones(2, h, w)
+        out = feather(ones, 16 if h != 200 else 256)
+        assert torch.allclose(out, ones, atol=1e-5), (h, w, float(out.min()))
+    half = torch.zeros(1, 8, 64)
+    half[..., :32] = 1
+    out = feather(half, 16)[0, 4]
+    assert float(out[0]) == pytest.approx(1.0, abs=1e-3) and float(out[-1]) < 1e-3 and 0.3 < float(out[31]) < 0.7
+
+
+def test_map_select_takes_one_image_like_the_other_payloads():
+    """``select(-1)`` is the last image (it gave an empty map), an index out of range raises (it gave an empty
+    map too), as the embeddings payloads' ``select`` does."""
+    x = torch.cat([left_noisy_right_hazy(32, 64, seed=s) for s in (0, 1)])
+    dmap = degradation_map(ProbeDaclip(image_size=32), x)
+    last = dmap.select(-1)
+    assert len(last) == 1 and torch.equal(last.probs, dmap.probs[1:]) and torch.equal(last.global_probs,
+                                                                                     dmap.global_probs[1:])
+    assert len(dmap.select(0)) == 1 and len(dmap.select(slice(0, 2))) == 2
+    with pytest.raises(IndexError):
+        dmap.select(2)
+
+
+@pytest.mark.parametrize(("h", "w", "side"), [(64, 130, 33), (64, 130, 32), (1365, 2048, 1024), (100, 300, 64)])
+def test_map_on_a_reduced_plane_has_no_holes(h, w, side):
+    """Large images are mapped on a plane of at most ``max_map_side`` px (ceil-sized): every plane pixel is
+    covered by a window, so the map is finite and sums to 1 everywhere (the scaled end of the border windows was
+    rounded down and left a NaN row/column, e.g. 2048x1365 at the default 1024)."""
+    probe = ProbeDaclip(image_size=32 if side < 1024 else 224)
+    dmap = degradation_map(probe, torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)),
+                           max_map_side=side)
+    assert max(dmap.probs.shape[-2:]) <= side + 1
+    assert torch.isfinite(dmap.probs).all() and torch.isfinite(dmap.masks()).all()
+    assert torch.allclose(dmap.probs.sum(dim=1), torch.ones(1, *dmap.probs.shape[-2:]), atol=1e-5)
+

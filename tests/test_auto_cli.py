@@ -169,3 +169,20 @@ def test_ctrl_c_stops_with_a_summary_and_resumes(tmp_path, short, monkeypatch, c
     monkeypatch.setattr(A.AutoRunner, "process", real)
     rc, table = _run(argv, capsys)
     assert rc == 0 and "processed 2, skipped 1" in table
+
+
+def test_an_image_pil_refuses_as_too_large_gets_an_error_sidecar(tmp_path, short, monkeypatch, capsys):
+    """PIL's decompression-bomb refusal is an ``Exception`` of its own (not OSError): it used to escape the
+    per-image error handling and stop the whole folder run with a traceback."""
+    from PIL import Image as PILImage
+
+    _images(tmp_path / "in", 1)
+    Image.fromarray(make_test_image(64, 64, 7)).save(tmp_path / "in" / "huge.png")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # 64x64 > 2x the limit: refused; 16x20 passes
+    out = tmp_path / "out"
+    rc, table = _run(["auto", str(tmp_path / "in"), "--out", str(out), *MODELS, *RESTORE_ALL], capsys)
+    cars = _sidecars(out)
+    assert rc == 1 and "processed 2" in table and "errors 1" in table
+    assert cars["huge"]["status"] == "error" and "cannot read the image" in cars["huge"]["error"]
+    assert cars["img00"]["status"] == "done"
+

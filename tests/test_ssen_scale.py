@@ -52,6 +52,15 @@ def test_masked_ncc_equals_direct_computation():
         assert abs(float(score[ty, tx]) - float(want)) < 1e-4
 
 
+def test_masked_ncc_stays_on_the_input_device():
+    """The global search runs where the model is (super_resolve moves the LR image and the reference there): no
+    CPU tensor may enter the score maps (on CUDA the overlap threshold on the host raised a device mismatch).
+    The meta device stands in for an accelerator on a CPU-only machine."""
+    img, tmpl = torch.rand(12, 14, device="meta"), torch.rand(5, 6, device="meta")
+    (score,) = masked_ncc(img, torch.ones_like(img), [tmpl])
+    assert score.device.type == "meta" and tuple(score.shape) == (16, 19)
+
+
 @pytest.mark.parametrize(("zoom", "angle"), [(0.5, 0.0), (2.0, 0.0), (0.67, 3.0), (1.5, -4.0)])
 def test_a_zoomed_or_rotated_reference_is_found_at_its_scale(scene, zoom, angle):
     """The scene at half resolution is the ground truth; the reference photographs a larger window around the

@@ -97,7 +97,14 @@ class DegradationMap:
         return self.masks(size)[:, i].clamp(0, 1)
 
     def select(self, b: int | slice) -> DegradationMap:
-        s = b if isinstance(b, slice) else slice(b, b + 1)
+        """The map of image ``b`` (batch axis kept) or of a slice of the batch; an index out of range raises."""
+        if isinstance(b, slice):
+            s = b
+        else:
+            n = len(self)
+            if not -n <= b < n:
+                raise IndexError(f"DegradationMap: index {b} out of range for {n} image(s)")
+            s = slice(b % n, b % n + 1)
         return DegradationMap(self.labels, self.probs[s], self.global_probs[s], self.image_size, self.window,
                               self.overlap)
 
@@ -154,8 +161,11 @@ def degradation_map(model, images: torch.Tensor, labels: Sequence[str] | str | N
             crops = torch.cat([img[..., y:y + g.th, x:x + g.tw] for y, x in origins])
             probs = window_probabilities(model, crops, text).double()
             for (y, x), p in zip(origins, probs):
-                y0, x0 = round(y / s), round(x / s)
-                y1, x1 = min(ph, max(y0 + 1, round((y + g.th) / s))), min(pw, max(x0 + 1, round((x + g.tw) / s)))
+                y0, x0 = min(ph - 1, round(y / s)), min(pw - 1, round(x / s))
+                # windows at the bottom/right border reach the plane's border (rounding the scaled end could stop
+                # a row/column short of the ceil-sized plane: weight 0 there, a NaN stripe in the map)
+                y1 = ph if y + g.th >= h else min(ph, max(y0 + 1, round((y + g.th) / s)))
+                x1 = pw if x + g.tw >= w else min(pw, max(x0 + 1, round((x + g.tw) / s)))
                 wts = blend_window(y1 - y0, x1 - x0, "linear", max(1, round(g.overlap / s)), dtype=torch.float64)
                 acc[:, y0:y1, x0:x1] += p[:, None, None] * wts
                 weight[y0:y1, x0:x1] += wts

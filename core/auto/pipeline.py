@@ -74,13 +74,18 @@ def auto_restore(daclip, irsde, images: torch.Tensor, thresholds: Thresholds | N
     steps = len(sde.timesteps())
     counter = Counter(2 * b + (b * steps if irsde is not None else 0), progress)
     if dmap is None:
-        dmap = degradation_map(daclip, rgb, window=map_window)
+        def map_step(done: int, total: int) -> None:  # the map is the first b units of the bar (and interruptible)
+            counter.done = b * done // max(total, 1)
+            counter.step(0)
+
+        dmap = degradation_map(daclip, rgb, window=map_window, progress=map_step)
     elif len(dmap) not in (1, b) or tuple(dmap.image_size) != (h, w):
         raise InputError(f"the degradation map is for {len(dmap)} image(s) of {dmap.image_size[1]}x"
                          f"{dmap.image_size[0]}, the images are {b} of {w}x{h}; map the same images")
     if len(dmap) == 1 and b > 1:
         dmap = DegradationMap(dmap.labels, dmap.probs.expand(b, -1, -1, -1), dmap.global_probs.expand(b, -1),
                               dmap.image_size, dmap.window, dmap.overlap)
+    counter.done = 0
     counter.step(b)
     seesr_available = seesr is not None
     p = plan(dmap, thresholds, seesr_available)

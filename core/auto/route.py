@@ -143,10 +143,13 @@ def feather(mask: torch.Tensor, radius: int) -> torch.Tensor:
     x = mask.float()[:, None]
     h, w = x.shape[-2:]
     pad_h, pad_w = min(radius, h - 1), min(radius, w - 1)
+    # a side shorter than the radius gets the kernel cut to it, renormalised (a cut kernel summing below 1 would
+    # fade the mask: a fully degraded strip would be restored at a fraction of its strength)
+    kw, kh = (k[radius - p:radius + p + 1] for p in (pad_w, pad_h))
     x = F.pad(x, (pad_w, pad_w, 0, 0), mode="reflect" if pad_w > 0 else "replicate")
-    x = F.conv2d(x, k[radius - pad_w:radius + pad_w + 1].view(1, 1, 1, -1))
+    x = F.conv2d(x, (kw / kw.sum()).view(1, 1, 1, -1))
     x = F.pad(x, (0, 0, pad_h, pad_h), mode="reflect" if pad_h > 0 else "replicate")
-    x = F.conv2d(x, k[radius - pad_h:radius + pad_h + 1].view(1, 1, -1, 1))
+    x = F.conv2d(x, (kh / kh.sum()).view(1, 1, -1, 1))
     return x[:, 0].clamp(0, 1)
 
 

@@ -116,7 +116,7 @@ def masked_ncc(img: torch.Tensor, mask: torch.Tensor, tmpls: list[torch.Tensor])
     vt = (st2 - st * st / nn_).clamp_min(0)
     eps = n.clamp_min(0) * (2.0 / 255) ** 2
     score = cov / torch.sqrt((vi + eps) * (vt + eps))
-    need = torch.tensor([MIN_OVERLAP * t.numel() - 0.5 for t in tmpls]).view(-1, 1, 1)
+    need = torch.tensor([MIN_OVERLAP * t.numel() - 0.5 for t in tmpls], dtype=n.dtype, device=n.device).view(-1, 1, 1)
     score = torch.where(n >= need, score, torch.full_like(score, -1.0))
     return list(score.unbind(0))
 
