@@ -80,7 +80,8 @@ def main() -> int:
     m = m.clone()
     m.set_model_unet_function_wrapper(probe)
     hooks = []
-    for where, rca in (("unet", native.descriptor.model.unet_rca), ("controlnet", native.descriptor.model.controlnet_rca)):
+    seesr_model = native.descriptor.model
+    for where, rca in (("unet", seesr_model.unet_rca), ("controlnet", seesr_model.controlnet_rca)):
         for entry, block in rca.blocks():
             def grab(module, args, kwargs, output, where=where, path=entry.ldm_path):
                 ctx = args[1] if len(args) > 1 else kwargs["context"]
