@@ -15,13 +15,14 @@ from . import common
 log = logging.getLogger(__name__)
 
 SSEN_MODEL = io.Custom("SSEN_MODEL")
+SSEN = common.ModelSocket(SSEN_MODEL, "ssen_model", "Load SSEN Model", ARCH.id)
 FOLDER = "ssen"
 SHIPPED = f"{SHIPPED_WEIGHTS} (shipped)"
 CATEGORY = f"{common.CATEGORY}/SSEN"
 
 
 def _model(value: object, batch: int, size: tuple[int, int], tile: int | None = None):
-    payload = common.expect_model(value, "ssen_model", "SSEN_MODEL", "Load SSEN Model", ARCH.id)
+    payload = SSEN.check(value)
     (module,) = common.load_models((payload, sr_memory(payload.descriptor.config, size, tile, batch)))
     return module
 
@@ -42,7 +43,7 @@ class SSENLoader(io.ComfyNode):
                         "channels and blocks are read from the file).",
             inputs=[io.Combo.Input("model_name", options=[SHIPPED, *common.model_list(FOLDER)], default=SHIPPED,
                                    tooltip="SSEN checkpoint: the shipped small model, or a file in models/ssen.")],
-            outputs=[SSEN_MODEL.Output(display_name="ssen_model", tooltip="The loaded SSEN model.")],
+            outputs=[SSEN.output("The loaded SSEN model.")],
         )
 
     @classmethod
@@ -51,7 +52,7 @@ class SSENLoader(io.ComfyNode):
             desc = registry.load(shipped_weights(), ARCH.id, folder=FOLDER)
         else:
             desc = common.load_file(FOLDER, model_name, ARCH.id)
-        return io.NodeOutput(common.wrap(desc, model_name))
+        return common.model_output(desc, model_name)
 
 
 class SSENReferenceSR(io.ComfyNode):
@@ -68,7 +69,7 @@ class SSENReferenceSR(io.ComfyNode):
                         "refined by the deformable layers); where it does not match (an unrelated photo) a "
                         "similarity gate falls back to self-similarity.",
             inputs=[
-                SSEN_MODEL.Input("ssen_model", tooltip="From 'Load SSEN Model'."),
+                SSEN.input(),
                 io.Image.Input("image", tooltip="Low-resolution image(s); the output is 4× larger. Alpha is "
                                "upscaled separately (bicubic)."),
                 io.Image.Input("reference", optional=True,
@@ -104,7 +105,7 @@ class SSENOffsetMap(io.ComfyNode):
                         "off. Also the reference's weight as a heat map (bright = used) and the reference scale "
                         "chosen per region.",
             inputs=[
-                SSEN_MODEL.Input("ssen_model", tooltip="From 'Load SSEN Model'."),
+                SSEN.input(),
                 io.Image.Input("image", tooltip="Low-resolution image(s)."),
                 io.Image.Input("reference", optional=True,
                                tooltip="Reference image, any size; one for all or one per image. Empty: the image "
