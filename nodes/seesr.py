@@ -197,9 +197,9 @@ class SeeSRFinalResize(io.ComfyNode):
             display_name="SeeSR Final Resize",
             category=CATEGORY,
             description="Resizes the decoded SeeSR result (processed size: a multiple of 8, tiny inputs pre-scaled) "
-                        "to exactly upscale × the input size (bicubic, antialiased like PIL), as SeeSR's test "
-                        "script does last: 100×100 ×4 → 400×400, 101×75 → 404×300. Place it after VAE Decode / "
-                        "colour fix.",
+                        "to exactly upscale × the input size (bicubic, antialiased like PIL): 100×100 ×4 → 400×400, "
+                        "101×75 → 404×300. SeeSR's test script does this for pre-scaled (small) inputs only; here "
+                        "it always happens, so sizes are predictable. Place it after VAE Decode / colour fix.",
             inputs=[
                 io.Image.Input("image", tooltip="Decoded result(s) at the processed size (VAE Decode, AR Color Fix)."),
                 SIZE.input("SeeSR LR Embedding 'seesr_size'."),
