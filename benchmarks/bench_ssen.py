@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import peak_rss_mb
+from _common import peak_rss_mb, run_child
 
 HERE = Path(__file__).resolve().parent
 SIZES = (128, 256)
@@ -208,10 +207,8 @@ def main(argv: list[str]) -> int:
         rows = []
         for size in SIZES:
             for method in METHODS:
-                cmd = [sys.executable, __file__, "--case", method, str(size), "--threads", str(args.threads),
-                       "--repeats", str(args.repeats), "--device", args.device]
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                rows.append(json.loads(out.strip().splitlines()[-1]))
+                rows.append(run_child([__file__, "--case", method, str(size), "--threads", str(args.threads),
+                                       "--repeats", str(args.repeats), "--device", args.device]))
         header = f"{'method':<9} {'LR→SR':<12} {'seconds':>9} {'peak RSS MiB':>13} {'RSS over import':>16}"
         lines = [header, "-" * len(header)]
         for r in rows:
@@ -223,9 +220,8 @@ def main(argv: list[str]) -> int:
     else:
         result.update({k: previous[k] for k in ("rows", "summary") if k in previous})
     if not args.no_match:
-        cmd = [sys.executable, __file__, "--case", "match", str(MATCH_LR), "--threads", str(args.threads),
-               "--repeats", "1", "--device", args.device]
-        r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        r = run_child([__file__, "--case", "match", str(MATCH_LR), "--threads", str(args.threads), "--repeats", "1",
+                       "--device", args.device])
         sys.stdout.write(f"match {r['lr']}² input, {r['ref']}² reference: {r['seconds']:.1f} s, peak RSS "
                          f"{r['peak_rss_mib']:.0f} MiB ({r['rss_over_import_mib']:.0f} over import, "
                          f"{r['mib_per_output_megapixel']:.0f} MiB per output megapixel); chosen zoom "

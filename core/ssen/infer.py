@@ -35,8 +35,7 @@ def pair_references(lr: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor 
     if ref is None:
         return None
     _check(ref, "reference")
-    ref = match_batch(ref, lr.shape[0], "reference", expand=False)
-    return SSENet.pair_reference(lr, ref).to(lr.dtype)
+    return match_batch(ref, lr.shape[0], "reference", expand=False).to(lr.dtype)
 
 
 @torch.no_grad()
@@ -96,7 +95,8 @@ def super_resolve(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = No
 
 
 def _traced(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None):
-    """The model's trace on ``lr`` with ``ref`` and the whole image's :class:`.model.Match`."""
+    """The model's trace on ``lr`` with ``ref``, the whole image's :class:`.model.Match`, and ``lr`` and the paired
+    references (native size, or None) on the model's device and dtype."""
     if model.ssen is None:
         raise InputError("this SSEN network has no reference branch")
     _check(lr)
@@ -109,7 +109,7 @@ def _traced(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None):
     # the matched reference (for a frame-only match that part is zero and ``flow`` is in the displacement)
     disp = trace["displacement"].float()
     trace["displacement"] = disp + warp(m.inside.float(), disp)
-    return trace, m, SSENet.prepare_reference(lr, refs).float() if refs is not None else None
+    return trace, m, lr, refs
 
 
 @torch.no_grad()
@@ -123,7 +123,7 @@ def displacement(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = Non
     aligned reference detail is sampled with; ``weight``
     ``[B,1,h,w]`` in [0, 1] — the detail weight (learned similarity × the parameter-free similarity gate). A
     reference whose content lies ``s`` LR pixels further right/down gives ``disp ≈ (s, s)``."""
-    trace, _, _ = _traced(model, lr, ref)
+    trace = _traced(model, lr, ref)[0]
     return trace["displacement"], (trace["detail_weight"] * trace["gate"]).float()
 
 
@@ -152,10 +152,11 @@ def offset_map(model: SSENet, lr: torch.Tensor, ref: torch.Tensor | None = None,
     * ``scale``: the reference scale chosen per region by the scale search (:func:`scale_colours`: blue 0.5×,
       white 1×, red 2×; grey where the reference is not used) over the dimmed reference.
     """
-    trace, matched, framed = _traced(model, lr, ref)
+    trace, matched, lr_m, paired = _traced(model, lr, ref)
     disp = trace["displacement"].cpu()
     weight = (trace["detail_weight"] * trace["gate"]).float().cpu()
-    refs = (matched.ref if framed is None else framed).float().cpu()
+    # the reference resized to the output's frame (self-similarity: the match's own bicubic frame)
+    refs = (matched.ref if paired is None else SSENet.prepare_reference(lr_m, paired)).float().cpu()
     b, _, h, w = lr.shape
     canvas = refs.clone() * 0.45
     H, W = SCALE * h, SCALE * w

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ...core.ssen.resample import bicubic_downscale, bicubic_up
 from .camera import rephotograph
 from .data import make_lr
 from .metrics import grid_ratio, psnr_y, rgb_to_y, ssim_y
@@ -88,10 +88,9 @@ def choose_crops(img: torch.Tensor, size: int = SIZE, margin: int = MARGIN, step
 
 
 def ground_truth(scene: torch.Tensor) -> torch.Tensor:
-    """The ground-truth image of a scene: half its resolution (antialiased bicubic), ``[3,H/2,W/2]``."""
-    h, w = scene.shape[-2] // 2, scene.shape[-1] // 2
-    return F.interpolate(scene[None, :, :2 * h, :2 * w], size=(h, w), mode="bicubic", align_corners=False,
-                         antialias=True)[0].clamp(0, 1)
+    """The ground-truth image of a scene: half its resolution (antialiased bicubic,
+    :func:`...core.ssen.resample.bicubic_downscale`), ``[3,H/2,W/2]``."""
+    return bicubic_downscale(scene, 2).clamp(0, 1)
 
 
 def _references(scene: torch.Tensor, y: int, x: int, seed: int, size: int = SIZE) -> dict:
@@ -190,7 +189,7 @@ def evaluate(model, cs: list[dict], modes: tuple[str, ...] | None = None) -> dic
     rows = {}
     for c in cs:
         lr, hr = c["lr"][None], c["hr"][None]
-        bic = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
+        bic = bicubic_up(lr)
         row = {"bicubic": psnr_y(bic, hr), "bicubic_ssim": ssim_y(bic, hr),
                "true_residual_grid": grid_ratio(hr, bic)}
         for mode, ref in c["refs"].items():

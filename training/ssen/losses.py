@@ -8,7 +8,8 @@ from ...core.ssen.match import luma
 
 
 def charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    return torch.sqrt((x - y) ** 2 + eps * eps).mean()
+    """Per-sample Charbonnier loss ``[B]``: the mean of ``sqrt((x − y)² + eps²)`` over each sample."""
+    return torch.sqrt((x - y) ** 2 + eps * eps).mean(tuple(range(1, x.ndim)))
 
 
 def grid_energy(err: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,7 @@ from ...core.ssen.model import SSENet, param_count
 from .batching import Batcher, Stream
 from .data import builtin_photos, folder_samples, photo_samples
 from .discriminator import PatchDiscriminator
-from .losses import grid_energy
+from .losses import charbonnier, grid_energy
 from .options import KINDS, VAL_MODES, TrainOptions
 from .validation import evaluate, val_text, validation_cases
 
@@ -208,7 +208,7 @@ def train(opt: TrainOptions, progress=None) -> Path:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             sr, trace = model(lr_b, ref_b, return_offsets=True)
         sr = sr.float()
-        per = torch.sqrt((sr - hr_b) ** 2 + 1e-6).mean((1, 2, 3))
+        per = charbonnier(sr, hr_b)  # per sample: the per-kind log below
         loss = per.mean()
         if opt.disp_weight and trace:
             yl = luma(lr_b)

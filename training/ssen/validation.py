@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ...core.ssen.model import SSENet
-from ...core.ssen.resample import SCALE
+from ...core.ssen.resample import SCALE, bicubic_up
 from .data import Sample, make_lr
 from .heldout import summary
 from .metrics import psnr_y, ssim_y
@@ -35,7 +34,7 @@ def evaluate(model: SSENet, cases, device: str = "cpu") -> dict[str, dict[str, f
     res: dict[str, dict[str, float]] = {}
     for name, lr, hr, refs in cases:
         lr, hr = lr.to(device), hr.to(device)
-        bic = F.interpolate(lr, scale_factor=SCALE, mode="bicubic", align_corners=False)
+        bic = bicubic_up(lr)
         row = {"bicubic": psnr_y(bic, hr)}
         for mode, ref in refs.items():
             sr = model(lr, None if ref is None else ref.to(device)).float()
