@@ -23,9 +23,8 @@ import comfy.patcher_extension
 from comfy_api.latest import io
 
 from ..core.errors import InputError
-from ..core.ram import DapeEmbeds
 from . import common
-from .dape import DAPE_EMBEDS
+from .dape import DAPE_EMB
 from .seesr_control import SeeSRControl, attach_control
 from .seesr_patch import (
     ARCH,
@@ -54,6 +53,7 @@ SEESR_MODEL = io.Custom("SEESR_MODEL")
 FOLDER = "seesr"
 CATEGORY = f"{common.CATEGORY}/SeeSR"
 TILES_KEY = "aware_restore_seesr_tiles"
+SEESR = common.ModelSocket(SEESR_MODEL, "seesr_model", "Load SeeSR", ARCH)
 
 
 # ----------------------------------------------------------------------------------------------- nodes
@@ -74,8 +74,7 @@ class SeeSRLoader(io.ComfyNode):
                                tooltip="Weight dtype of the RCA blocks and the ControlNet: auto = ComfyUI's choice "
                                        "for the device (as for a diffusion model); computation follows the MODEL."),
             ],
-            outputs=[SEESR_MODEL.Output(display_name="seesr_model",
-                                        tooltip="SeeSR's RCA blocks and ControlNet, for SeeSR Apply.")])
+            outputs=[SEESR.output("SeeSR's RCA blocks and ControlNet, for SeeSR Apply.")])
 
     @classmethod
     def execute(cls, model_name, dtype="auto") -> io.NodeOutput:
@@ -100,9 +99,8 @@ class SeeSRApply(io.ComfyNode):
                                                 "come before or after."),
                 io.Conditioning.Input("positive", tooltip="CLIP Text Encode (SD-2 CLIP) of SeeSR Prompt 'positive'."),
                 io.Conditioning.Input("negative", tooltip="CLIP Text Encode (SD-2 CLIP) of SeeSR Prompt 'negative'."),
-                SEESR_MODEL.Input("seesr_model", tooltip="From Load SeeSR."),
-                DAPE_EMBEDS.Input("dape_embeds", tooltip="DAPE Tagger embeddings of the LR image (one per image, or "
-                                                         "one for all)."),
+                SEESR.input("From Load SeeSR."),
+                DAPE_EMB.input("DAPE Tagger embeddings of the LR image (one per image, or one for all)."),
                 io.Image.Input("image", tooltip="The ControlNet condition: SeeSR LR Embedding 'condition_image' (8× "
                                                 "the latent; other sizes are resized)."),
                 io.Float.Input("control_strength", default=1.0, min=0.0, max=2.0, step=0.01,
@@ -119,9 +117,8 @@ class SeeSRApply(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, seesr_model, dape_embeds, image, control_strength=1.0,
                 start_percent=0.0, end_percent=1.0) -> io.NodeOutput:
-        payload = common.expect_model(seesr_model, "seesr_model", "SEESR_MODEL", "Load SeeSR", ARCH)
-        native: SeeSRNative = payload.descriptor.model
-        emb = common.expect(dape_embeds, DapeEmbeds, "dape_embeds", "DAPE_EMBEDS", "DAPE Tagger")
+        native: SeeSRNative = SEESR.check(seesr_model).descriptor.model
+        emb = DAPE_EMB.check(dape_embeds)
         if start_percent > end_percent:
             raise InputError(f"start_percent {start_percent} is after end_percent {end_percent}")
         check_unet(model, native.unet_rca)
