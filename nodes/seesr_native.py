@@ -13,8 +13,8 @@ SeeSR's RCA blocks, SeeSR's ControlNet attached to the conditioning, sampled by 
   ``PREPARE_SAMPLING`` wrappers, so every core sampler is tiled.
 
 Node ids and socket names are stable (saved workflows load). The parts live in :mod:`.seesr_patch` (loading,
-RCA patch, checks), :mod:`.seesr_control` (ControlNet) and :mod:`.seesr_tiling` (tiling); their public names are
-re-exported here.
+RCA patch, checks), :mod:`.seesr_control` (ControlNet) and :mod:`.seesr_tiling` (tiling); import them from
+there.
 """
 
 from __future__ import annotations
@@ -29,25 +29,13 @@ from .seesr_control import SeeSRControl, attach_control
 from .seesr_patch import (
     ARCH,
     KEY,
-    TITLE,
-    RCAModules,
     RCAPatch,
     SeeSRNative,
-    build_rca,
     check_embeds,
     check_unet,
-    core_patcher_class,
-    dape_rows,
     load_native,
 )
-from .seesr_tiling import (
-    DEFAULT_OVERLAP,
-    DEFAULT_TILE,
-    TILE_OPTION,
-    SeeSRTiles,
-    TiledMemory,
-    latent_grid,
-)
+from .seesr_tiling import DEFAULT_OVERLAP, DEFAULT_TILE, SeeSRTiles, TiledMemory
 
 SEESR_MODEL = io.Custom("SEESR_MODEL")
 FOLDER = "seesr"
@@ -169,6 +157,5 @@ class SeeSRTiledSampling(io.ComfyNode):
 
 
 NODES: list[type[io.ComfyNode]] = [SeeSRLoader, SeeSRApply, SeeSRTiledSampling]
-__all__ = ["ARCH", "KEY", "NODES", "TILES_KEY", "TILE_OPTION", "TITLE", "RCAModules", "RCAPatch", "SeeSRControl",
-           "SeeSRNative", "SeeSRTiles", "TiledMemory", "attach_control", "build_rca", "check_embeds", "check_unet",
-           "core_patcher_class", "dape_rows", "latent_grid", "load_native"]
+__all__ = ["CATEGORY", "FOLDER", "NODES", "SEESR", "SEESR_MODEL", "TILES_KEY", "SeeSRApply", "SeeSRLoader",
+           "SeeSRTiledSampling"]
