@@ -58,9 +58,8 @@ class SeeSRLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("model_name", options=names, default=names[0] if names else None,
                                tooltip="Folder in models/seesr holding 'unet' and 'controlnet'."),
-                io.Combo.Input("dtype", options=common.DTYPE_OPTIONS, default="auto",
-                               tooltip="Weight dtype of the RCA blocks and the ControlNet: auto = ComfyUI's choice "
-                                       "for the device (as for a diffusion model); computation follows the MODEL."),
+                common.dtype_input("Weight dtype of the RCA blocks and the ControlNet: auto = ComfyUI's choice for "
+                                   "the device (as for a diffusion model); computation follows the MODEL."),
             ],
             outputs=[SEESR.output("SeeSR's RCA blocks and ControlNet, for SeeSR Apply.")])
 
