@@ -143,6 +143,7 @@ def case_x4_native(out_px: int, tile: int, overlap: int) -> dict:
     import comfy.model_detection
     import comfy.model_management as mm
     import comfy.model_patcher
+    from aware_restore.core.seesr import latent_grid
     from aware_restore.nodes import seesr_native as native
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,7 +158,7 @@ def case_x4_native(out_px: int, tile: int, overlap: int) -> dict:
     before = peak_rss_mb()
     t0 = time.perf_counter()
     _native_sample(model, seesr, inp, 1, tile, overlap)
-    n = len(native.latent_grid(latent, latent, tile, overlap))
+    n = len(latent_grid(latent, latent, tile, overlap))
     return {"case": f"x4_native_{out_px}", "output": out_px, "latent": latent, "tile": tile, "overlap": overlap,
             "tiles": n, "seconds": time.perf_counter() - t0, "rss_before_sampling_mb": before,
             "peak_rss_mb": peak_rss_mb(), "models": "tiny random models (scaling curve only)"}

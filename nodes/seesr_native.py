@@ -13,8 +13,8 @@ SeeSR's RCA blocks, SeeSR's ControlNet attached to the conditioning, sampled by 
   ``PREPARE_SAMPLING`` wrappers, so every core sampler is tiled.
 
 Node ids and socket names are stable (saved workflows load). The parts live in :mod:`.seesr_patch` (loading,
-RCA patch, checks), :mod:`.seesr_control` (ControlNet) and :mod:`.seesr_tiling` (tiling); their public names are
-re-exported here.
+RCA patch, checks), :mod:`.seesr_control` (ControlNet) and :mod:`.seesr_tiling` (tiling); import them from
+there.
 """
 
 from __future__ import annotations
@@ -23,37 +23,25 @@ import comfy.patcher_extension
 from comfy_api.latest import io
 
 from ..core.errors import InputError
-from ..core.ram import DapeEmbeds
 from . import common
-from .dape import DAPE_EMBEDS
+from .dape import DAPE_EMB
 from .seesr_control import SeeSRControl, attach_control
 from .seesr_patch import (
     ARCH,
     KEY,
-    TITLE,
-    RCAModules,
     RCAPatch,
     SeeSRNative,
-    build_rca,
     check_embeds,
     check_unet,
-    core_patcher_class,
-    dape_rows,
     load_native,
 )
-from .seesr_tiling import (
-    DEFAULT_OVERLAP,
-    DEFAULT_TILE,
-    TILE_OPTION,
-    SeeSRTiles,
-    TiledMemory,
-    latent_grid,
-)
+from .seesr_tiling import DEFAULT_OVERLAP, DEFAULT_TILE, SeeSRTiles, TiledMemory
 
 SEESR_MODEL = io.Custom("SEESR_MODEL")
 FOLDER = "seesr"
 CATEGORY = f"{common.CATEGORY}/SeeSR"
 TILES_KEY = "aware_restore_seesr_tiles"
+SEESR = common.ModelSocket(SEESR_MODEL, "seesr_model", "Load SeeSR", ARCH)
 
 
 # ----------------------------------------------------------------------------------------------- nodes
@@ -70,12 +58,10 @@ class SeeSRLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("model_name", options=names, default=names[0] if names else None,
                                tooltip="Folder in models/seesr holding 'unet' and 'controlnet'."),
-                io.Combo.Input("dtype", options=common.DTYPE_OPTIONS, default="auto",
-                               tooltip="Weight dtype of the RCA blocks and the ControlNet: auto = ComfyUI's choice "
-                                       "for the device (as for a diffusion model); computation follows the MODEL."),
+                common.dtype_input("Weight dtype of the RCA blocks and the ControlNet: auto = ComfyUI's choice for "
+                                   "the device (as for a diffusion model); computation follows the MODEL."),
             ],
-            outputs=[SEESR_MODEL.Output(display_name="seesr_model",
-                                        tooltip="SeeSR's RCA blocks and ControlNet, for SeeSR Apply.")])
+            outputs=[SEESR.output("SeeSR's RCA blocks and ControlNet, for SeeSR Apply.")])
 
     @classmethod
     def execute(cls, model_name, dtype="auto") -> io.NodeOutput:
@@ -100,9 +86,8 @@ class SeeSRApply(io.ComfyNode):
                                                 "come before or after."),
                 io.Conditioning.Input("positive", tooltip="CLIP Text Encode (SD-2 CLIP) of SeeSR Prompt 'positive'."),
                 io.Conditioning.Input("negative", tooltip="CLIP Text Encode (SD-2 CLIP) of SeeSR Prompt 'negative'."),
-                SEESR_MODEL.Input("seesr_model", tooltip="From Load SeeSR."),
-                DAPE_EMBEDS.Input("dape_embeds", tooltip="DAPE Tagger embeddings of the LR image (one per image, or "
-                                                         "one for all)."),
+                SEESR.input("From Load SeeSR."),
+                DAPE_EMB.input("DAPE Tagger embeddings of the LR image (one per image, or one for all)."),
                 io.Image.Input("image", tooltip="The ControlNet condition: SeeSR LR Embedding 'condition_image' (8× "
                                                 "the latent; other sizes are resized)."),
                 io.Float.Input("control_strength", default=1.0, min=0.0, max=2.0, step=0.01,
@@ -119,9 +104,8 @@ class SeeSRApply(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, seesr_model, dape_embeds, image, control_strength=1.0,
                 start_percent=0.0, end_percent=1.0) -> io.NodeOutput:
-        payload = common.expect_model(seesr_model, "seesr_model", "SEESR_MODEL", "Load SeeSR", ARCH)
-        native: SeeSRNative = payload.descriptor.model
-        emb = common.expect(dape_embeds, DapeEmbeds, "dape_embeds", "DAPE_EMBEDS", "DAPE Tagger")
+        native: SeeSRNative = SEESR.check(seesr_model).descriptor.model
+        emb = DAPE_EMB.check(dape_embeds)
         if start_percent > end_percent:
             raise InputError(f"start_percent {start_percent} is after end_percent {end_percent}")
         check_unet(model, native.unet_rca)
@@ -172,6 +156,5 @@ class SeeSRTiledSampling(io.ComfyNode):
 
 
 NODES: list[type[io.ComfyNode]] = [SeeSRLoader, SeeSRApply, SeeSRTiledSampling]
-__all__ = ["ARCH", "KEY", "NODES", "TILES_KEY", "TILE_OPTION", "TITLE", "RCAModules", "RCAPatch", "SeeSRControl",
-           "SeeSRNative", "SeeSRTiles", "TiledMemory", "attach_control", "build_rca", "check_embeds", "check_unet",
-           "core_patcher_class", "dape_rows", "latent_grid", "load_native"]
+__all__ = ["CATEGORY", "FOLDER", "NODES", "SEESR", "SEESR_MODEL", "TILES_KEY", "SeeSRApply", "SeeSRLoader",
+           "SeeSRTiledSampling"]

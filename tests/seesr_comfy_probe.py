@@ -90,9 +90,9 @@ def main() -> int:
         comfy.memory_management.aimdo_enabled = True
         try:
             cpu = torch.device("cpu")
-            rca, patcher = native.build_rca(load_native_parts(models / "seesr"), comfy.ops.manual_cast,
-                                            seesr_patch._attention(), native.core_patcher_class(), cpu, cpu,
-                                            "probe")
+            rca, patcher = seesr_patch.build_rca(load_native_parts(models / "seesr"), comfy.ops.manual_cast,
+                                                 seesr_patch._attention(), seesr_patch.core_patcher_class(), cpu,
+                                                 cpu, "probe")
         finally:
             comfy.memory_management.aimdo_enabled = before
         base = seesr.descriptor.model

@@ -365,10 +365,12 @@ def native(parts, comfy_env):
     import comfy.ops
     from aware_restore.core.arch import ModelDescriptor
     from aware_restore.nodes import seesr_native as sn
+    from aware_restore.nodes import seesr_patch
     from aware_restore.nodes.common import ModelPayload
 
     cpu = torch.device("cpu")
-    rca, patcher = sn.build_rca(parts, comfy.ops.manual_cast, None, sn.core_patcher_class(), cpu, cpu, "fixture")
+    rca, patcher = seesr_patch.build_rca(parts, comfy.ops.manual_cast, None, seesr_patch.core_patcher_class(), cpu,
+                                         cpu, "fixture")
     control = comfy.controlnet.ControlNet(FakeCldm(parts.controlnet_rca.entries), load_device=cpu)
     nat = sn.SeeSRNative(rca, patcher, control, parts.unet_config, parts.controlnet_config)
     payload = ModelPayload(patcher, ModelDescriptor(nat, "seesr", "SeeSR", {}), "seesr")
@@ -385,7 +387,7 @@ def test_rca_blocks_load_strictly_with_comfy_ops_also_when_weights_are_lazy(part
     import comfy.memory_management
     import comfy.ops
     from aware_restore.core.errors import StrictLoadError
-    from aware_restore.nodes import seesr_native as sn
+    from aware_restore.nodes import seesr_patch
 
     monkeypatch.setattr(comfy.memory_management, "aimdo_enabled", lazy)
     probe = RCASet(parts.unet_rca.entries, ops=comfy.ops.manual_cast, device="meta")
@@ -399,7 +401,8 @@ def test_rca_blocks_load_strictly_with_comfy_ops_also_when_weights_are_lazy(part
     else:
         assert probe_keys == full_keys
     cpu = torch.device("cpu")
-    rca, patcher = sn.build_rca(parts, comfy.ops.manual_cast, None, sn.core_patcher_class(), cpu, cpu, "fixture")
+    rca, patcher = seesr_patch.build_rca(parts, comfy.ops.manual_cast, None, seesr_patch.core_patcher_class(), cpu,
+                                         cpu, "fixture")
     assert patcher.model is rca
     got = rca.unet.state_dict()
     for k, v in parts.unet_rca.state_dict().items():
@@ -423,7 +426,8 @@ def test_rca_blocks_load_strictly_with_comfy_ops_also_when_weights_are_lazy(part
 
     bad = type("Parts", (), {"unet_rca": Missing(parts.unet_rca), "controlnet_rca": parts.controlnet_rca})()
     with pytest.raises(StrictLoadError, match="attn2.to_k.weight"):
-        sn.build_rca(bad, comfy.ops.manual_cast, None, sn.core_patcher_class(), cpu, cpu, "fixture")
+        seesr_patch.build_rca(bad, comfy.ops.manual_cast, None, seesr_patch.core_patcher_class(), cpu, cpu,
+                              "fixture")
 
 
 def test_seesr_apply_patches_a_clone_and_shares_the_control(native):
@@ -552,6 +556,8 @@ class _MS:
 
 
 def test_control_computes_rca_per_row_crops_its_hint_per_tile_and_respects_the_range(native):
+    from aware_restore.nodes.seesr_tiling import TILE_OPTION
+
     sn, payload, _ = native
     nat = payload.descriptor.model
     net = nat.control.control_model
@@ -574,7 +580,7 @@ def test_control_computes_rca_per_row_crops_its_hint_per_tile_and_respects_the_r
     torch.testing.assert_close(out["output"][1], r * 2 * 0.5, atol=1e-5, rtol=1e-5)  # RCA per row, strength
     torch.testing.assert_close(out["middle"][0], (r * 3 + call["hint"].mean()) * 0.5, atol=1e-5, rtol=1e-5)
     # a tile: the hint is the matching 8× crop of the full-size hint
-    c.get_control(x[..., 4:12, 8:16], torch.tensor([5.0] * 4), cond, 2, {sn.TILE_OPTION: (4, 8, 8, 8, 12, 16)})
+    c.get_control(x[..., 4:12, 8:16], torch.tensor([5.0] * 4), cond, 2, {TILE_OPTION: (4, 8, 8, 8, 12, 16)})
     torch.testing.assert_close(net.calls[-1]["hint"], torch.cat([hint, hint])[..., 32:96, 64:128])
     # outside the percent range: no ControlNet call, the previous control's result (none) comes back
     n = len(net.calls)
@@ -599,13 +605,14 @@ def test_control_computes_rca_per_row_crops_its_hint_per_tile_and_respects_the_r
 
 def test_tiling_wrapper_blends_per_tile_and_refuses_area_conds(native):
     import comfy.patcher_extension as pe
+    from aware_restore.nodes.seesr_tiling import TILE_OPTION
 
     sn, _, model = native
     tiles = sn.SeeSRTiles(16, 8, sn.SeeSRControl)
     seen = []
 
     def calc(mdl, conds, x_in, timestep, model_options):
-        seen.append(model_options.get("transformer_options", {}).get(sn.TILE_OPTION))
+        seen.append(model_options.get("transformer_options", {}).get(TILE_OPTION))
         return [x_in * 2, x_in - 1]
 
     ex = pe.WrapperExecutor.new_executor(calc, [tiles])
