@@ -104,7 +104,7 @@ class SeeSRControl(comfy.controlnet.ControlBase):
                                                         *args, **kwargs)
         if self.timestep_range is not None and (t[0] > self.timestep_range[0] or t[0] < self.timestep_range[1]):
             return prev
-        rca = self.native.controlnet_rca
+        rca = self.native.rca.controlnet
         net = self.native.control.control_model
         dtype = self.native.manual_cast_dtype or getattr(net, "dtype", None) or x_noisy.dtype
         hint = self._hint(x_noisy, (transformer_options or {}).get(TILE_OPTION), batched_number, dtype)

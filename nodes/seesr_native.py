@@ -108,7 +108,7 @@ class SeeSRApply(io.ComfyNode):
         emb = DAPE_EMB.check(dape_embeds)
         if start_percent > end_percent:
             raise InputError(f"start_percent {start_percent} is after end_percent {end_percent}")
-        check_unet(model, native.unet_rca)
+        check_unet(model, native.rca.unet)
         hint, _ = common.image_to_bchw(image)
         states = emb.embeds.detach().float().cpu()
         check_embeds(states, native, hint.shape[0])
@@ -116,7 +116,7 @@ class SeeSRApply(io.ComfyNode):
         m.set_additional_models(KEY, [native.rca_patcher])
         m.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY)
         m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY,
-                               RCAPatch(native.unet_rca, states))
+                               RCAPatch(native.rca.unet, states))
         base = SeeSRControl(native, states)
         shared: dict[int, SeeSRControl] = {}
         pos = attach_control(positive, base, control_strength, start_percent, end_percent, hint, shared)

@@ -77,16 +77,8 @@ class SeeSRNative:
     controlnet_config: dict
 
     @property
-    def unet_rca(self) -> RCASet:
-        return self.rca.unet
-
-    @property
-    def controlnet_rca(self) -> RCASet:
-        return self.rca.controlnet
-
-    @property
     def context_dim(self) -> int:
-        return self.unet_rca.entries[0].spec.context_dim
+        return self.rca.unet.entries[0].spec.context_dim
 
     @property
     def control_patcher(self):

@@ -81,7 +81,7 @@ def main() -> int:
     m.set_model_unet_function_wrapper(probe)
     hooks = []
     seesr_model = native.descriptor.model
-    for where, rca in (("unet", seesr_model.unet_rca), ("controlnet", seesr_model.controlnet_rca)):
+    for where, rca in (("unet", seesr_model.rca.unet), ("controlnet", seesr_model.rca.controlnet)):
         for entry, block in rca.blocks():
             def grab(module, args, kwargs, output, where=where, path=entry.ldm_path):
                 ctx = args[1] if len(args) > 1 else kwargs["context"]

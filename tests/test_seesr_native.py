@@ -84,26 +84,25 @@ def test_rca_block_equals_diffusers_transformer(linear):
     assert calls == [2, 2]
 
 
+def _recorded(layer: type[nn.Module]) -> type[nn.Module]:
+    """``layer`` that records its class name in ``_Ops.built`` when built."""
+
+    class Recorded(layer):
+        def __init__(self, *a, **k):
+            _Ops.built.append(layer.__name__)
+            super().__init__(*a, **k)
+
+    return Recorded
+
+
 class _Ops:
     """A stand-in for comfy.ops: records which layer classes were built."""
 
     built: typing.ClassVar[list[str]] = []
-
-    class Linear(nn.Linear):
-        def __init__(self, *a, **k):
-            _Ops.built.append("Linear")
-            super().__init__(*a, **k)
-
-    class Conv2d(nn.Conv2d):
-        pass
-
-    class GroupNorm(nn.GroupNorm):
-        def __init__(self, *a, **k):
-            _Ops.built.append("GroupNorm")
-            super().__init__(*a, **k)
-
-    class LayerNorm(nn.LayerNorm):
-        pass
+    Linear = _recorded(nn.Linear)
+    Conv2d = nn.Conv2d
+    GroupNorm = _recorded(nn.GroupNorm)
+    LayerNorm = nn.LayerNorm
 
 
 def test_rca_layer_operations_are_pluggable():
@@ -458,7 +457,7 @@ def test_seesr_apply_patches_a_clone_and_shares_the_control(native):
     assert len(m2.get_wrappers(pe.WrappersMP.DIFFUSION_MODEL, sn.KEY)) == 1
     # a UNet of another shape is refused
     bad = model.clone()
-    bad.model = FakeBaseModel(FakeUNet(nat.unet_rca.entries[:-1], extra=["output_blocks.9.1"]))
+    bad.model = FakeBaseModel(FakeUNet(nat.rca.unet.entries[:-1], extra=["output_blocks.9.1"]))
     with pytest.raises(WrongModelError, match="SD-2-base-compatible"):
         sn.SeeSRApply.execute(bad, pos, neg, payload, emb, image)
     with pytest.raises(InputError, match="after end_percent"):
@@ -516,7 +515,7 @@ def test_rca_wrapper_conditions_latent_row_i_on_dape_row_i_under_cfg(native):
     import comfy.patcher_extension as pe
 
     sn, payload, model = native
-    rca = payload.descriptor.model.unet_rca
+    rca = payload.descriptor.model.rca.unet
     unet = model.model.diffusion_model
     states = torch.randn(2, 145, 512) * 2
     patch = sn.RCAPatch(rca, states)
@@ -572,7 +571,7 @@ def test_control_computes_rca_per_row_crops_its_hint_per_tile_and_respects_the_r
     with torch.no_grad():
         out = c.get_control(x, torch.tensor([5.0] * 4), cond, 2, {})
         xin = x / math.sqrt(26)
-        r = _reference(net, nat.controlnet_rca, xin, torch.cat([states, states]))
+        r = _reference(net, nat.rca.controlnet, xin, torch.cat([states, states]))
     call = net.calls[-1]
     torch.testing.assert_close(call["hint"], torch.cat([hint, hint]))  # hint row i with latent row i, per chunk
     torch.testing.assert_close(call["t"], torch.tensor([50.0] * 4))

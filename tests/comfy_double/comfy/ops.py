@@ -25,6 +25,15 @@ def _lazy_load(module, state_dict, prefix, missing_keys, unexpected_keys, assign
         missing_keys.append(prefix + "bias")
 
 
+class _NoInit:
+    """What ComfyUI's ``disable_weight_init`` layers share: no cast, no random init (weights come from a file)."""
+
+    comfy_cast_weights = False
+
+    def reset_parameters(self):
+        return None
+
+
 class disable_weight_init:
     class Linear(torch.nn.Linear):
         comfy_cast_weights = False
@@ -51,23 +60,14 @@ class disable_weight_init:
         def reset_parameters(self):
             return None
 
-    class Conv2d(torch.nn.Conv2d):
-        comfy_cast_weights = False
+    class Conv2d(_NoInit, torch.nn.Conv2d):
+        pass
 
-        def reset_parameters(self):
-            return None
+    class GroupNorm(_NoInit, torch.nn.GroupNorm):
+        pass
 
-    class GroupNorm(torch.nn.GroupNorm):
-        comfy_cast_weights = False
-
-        def reset_parameters(self):
-            return None
-
-    class LayerNorm(torch.nn.LayerNorm):
-        comfy_cast_weights = False
-
-        def reset_parameters(self):
-            return None
+    class LayerNorm(_NoInit, torch.nn.LayerNorm):
+        pass
 
 
 class manual_cast(disable_weight_init):

@@ -98,6 +98,9 @@ class Input(_IO_V3):
 
 
 class WidgetInput(Input):
+    # attribute -> ``as_dict`` key of a subclass's own fields (ComfyUI's names); Enum values are sent as values
+    fields: dict[str, str] = {}
+
     def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
                  default: Any = None, socketless: bool = None, widget_type: str = None, force_input: bool = None,
                  extra_dict=None, raw_link: bool = None, advanced: bool = None):
@@ -107,9 +110,20 @@ class WidgetInput(Input):
         self.widget_type = widget_type
         self.force_input = force_input
 
+    def _init_widget(self, params: dict) -> None:
+        """The shared body of the widget subclasses' constructors (``params`` is their ``locals()``): ComfyUI's
+        subclasses pass the common arguments to ``WidgetInput`` and keep their own as attributes."""
+        WidgetInput.__init__(self, params["id"], params["display_name"], params["optional"], params["tooltip"],
+                             params["lazy"], params["default"], params["socketless"], None,
+                             params.get("force_input"), params["extra_dict"], params["raw_link"], params["advanced"])
+        for name in self.fields:
+            setattr(self, name, params[name])
+
     def as_dict(self):
+        own = {key: getattr(self, name) for name, key in self.fields.items()}
         return super().as_dict() | prune_dict({"default": self.default, "socketless": self.socketless,
-                                               "widgetType": self.widget_type, "forceInput": self.force_input})
+                                               "widgetType": self.widget_type, "forceInput": self.force_input}) | \
+            prune_dict({k: v.value if isinstance(v, Enum) else v for k, v in own.items()})
 
     def get_io_type(self):
         return self.widget_type if self.widget_type is not None else super().get_io_type()
@@ -145,16 +159,12 @@ class Boolean(ComfyTypeIO):
     Type = bool
 
     class Input(WidgetInput):
+        fields = {"label_on": "label_on", "label_off": "label_off"}
+
         def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
                      default: bool = None, label_on: str = None, label_off: str = None, socketless: bool = None,
                      force_input: bool = None, extra_dict=None, raw_link: bool = None, advanced: bool = None):
-            super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input,
-                             extra_dict, raw_link, advanced)
-            self.label_on = label_on
-            self.label_off = label_off
-
-        def as_dict(self):
-            return super().as_dict() | prune_dict({"label_on": self.label_on, "label_off": self.label_off})
+            self._init_widget(locals())
 
 
 @comfytype(io_type="INT")
@@ -162,24 +172,15 @@ class Int(ComfyTypeIO):
     Type = int
 
     class Input(WidgetInput):
+        fields = {"min": "min", "max": "max", "step": "step", "control_after_generate": "control_after_generate",
+                  "display_mode": "display"}
+
         def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
                      default: int = None, min: int = None, max: int = None, step: int = None,
                      control_after_generate: bool = None, display_mode: NumberDisplay = None,
                      socketless: bool = None, force_input: bool = None, extra_dict=None, raw_link: bool = None,
                      advanced: bool = None):
-            super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input,
-                             extra_dict, raw_link, advanced)
-            self.min = min
-            self.max = max
-            self.step = step
-            self.control_after_generate = control_after_generate
-            self.display_mode = display_mode
-
-        def as_dict(self):
-            return super().as_dict() | prune_dict({
-                "min": self.min, "max": self.max, "step": self.step,
-                "control_after_generate": self.control_after_generate,
-                "display": self.display_mode.value if self.display_mode else None})
+            self._init_widget(locals())
 
 
 @comfytype(io_type="FLOAT")
@@ -187,24 +188,15 @@ class Float(ComfyTypeIO):
     Type = float
 
     class Input(WidgetInput):
+        fields = {"min": "min", "max": "max", "step": "step", "round": "round", "display_mode": "display",
+                  "gradient_stops": "gradient_stops"}
+
         def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
                      default: float = None, min: float = None, max: float = None, step: float = None,
                      round: float = None, display_mode: NumberDisplay = None, gradient_stops: list[dict] = None,
                      socketless: bool = None, force_input: bool = None, extra_dict=None, raw_link: bool = None,
                      advanced: bool = None):
-            super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input,
-                             extra_dict, raw_link, advanced)
-            self.min = min
-            self.max = max
-            self.step = step
-            self.round = round
-            self.display_mode = display_mode
-            self.gradient_stops = gradient_stops
-
-        def as_dict(self):
-            return super().as_dict() | prune_dict({"min": self.min, "max": self.max, "step": self.step,
-                                                   "round": self.round, "display": self.display_mode,
-                                                   "gradient_stops": self.gradient_stops})
+            self._init_widget(locals())
 
 
 @comfytype(io_type="STRING")
@@ -212,19 +204,13 @@ class String(ComfyTypeIO):
     Type = str
 
     class Input(WidgetInput):
+        fields = {"multiline": "multiline", "placeholder": "placeholder", "dynamic_prompts": "dynamicPrompts"}
+
         def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
                      multiline=False, placeholder: str = None, default: str = None, dynamic_prompts: bool = None,
                      socketless: bool = None, force_input: bool = None, extra_dict=None, raw_link: bool = None,
                      advanced: bool = None):
-            super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input,
-                             extra_dict, raw_link, advanced)
-            self.multiline = multiline
-            self.placeholder = placeholder
-            self.dynamic_prompts = dynamic_prompts
-
-        def as_dict(self):
-            return super().as_dict() | prune_dict({"multiline": self.multiline, "placeholder": self.placeholder,
-                                                   "dynamicPrompts": self.dynamic_prompts})
+            self._init_widget(locals())
 
 
 @comfytype(io_type="COMBO")
@@ -233,6 +219,8 @@ class Combo(ComfyTypeIO):
 
     class Input(WidgetInput):
         Type = str
+        fields = {"options": "options", "control_after_generate": "control_after_generate",
+                  "image_folder": "image_folder"}
 
         def __init__(self, id: str, options: list[str] | list[int] | type[Enum] = None, display_name: str = None,
                      optional=False, tooltip: str = None, lazy: bool = None, default: str | int | Enum = None,
@@ -243,21 +231,14 @@ class Combo(ComfyTypeIO):
                 options = [v.value for v in options]
             if isinstance(default, Enum):
                 default = default.value
-            super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, None, extra_dict,
-                             raw_link, advanced)
+            self._init_widget(locals())
             self.multiselect = False
-            self.options = options
-            self.control_after_generate = control_after_generate
             self.upload = upload
-            self.image_folder = image_folder
             self.remote = remote
 
         def as_dict(self):
-            return super().as_dict() | prune_dict({
-                "multiselect": self.multiselect, "options": self.options,
-                "control_after_generate": self.control_after_generate,
-                **({self.upload.value: True} if self.upload is not None else {}),
-                "image_folder": self.image_folder.value if self.image_folder else None})
+            upload = {self.upload.value: True} if self.upload is not None else {}
+            return super().as_dict() | {"multiselect": self.multiselect} | upload
 
     class Output(Output):
         def __init__(self, id: str = None, display_name: str = None, options: list[str] = None,
