@@ -10,7 +10,7 @@ from abc import ABC
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 
 def prune_dict(d: dict) -> dict:
@@ -99,7 +99,7 @@ class Input(_IO_V3):
 
 class WidgetInput(Input):
     # attribute -> ``as_dict`` key of a subclass's own fields (ComfyUI's names); Enum values are sent as values
-    fields: dict[str, str] = {}
+    fields: ClassVar[dict[str, str]] = {}
 
     def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
                  default: Any = None, socketless: bool = None, widget_type: str = None, force_input: bool = None,
@@ -159,7 +159,7 @@ class Boolean(ComfyTypeIO):
     Type = bool
 
     class Input(WidgetInput):
-        fields = {"label_on": "label_on", "label_off": "label_off"}
+        fields: ClassVar[dict[str, str]] = {"label_on": "label_on", "label_off": "label_off"}
 
         def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
                      default: bool = None, label_on: str = None, label_off: str = None, socketless: bool = None,
@@ -172,7 +172,7 @@ class Int(ComfyTypeIO):
     Type = int
 
     class Input(WidgetInput):
-        fields = {"min": "min", "max": "max", "step": "step", "control_after_generate": "control_after_generate",
+        fields: ClassVar[dict[str, str]] = {"min": "min", "max": "max", "step": "step", "control_after_generate": "control_after_generate",
                   "display_mode": "display"}
 
         def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
@@ -188,7 +188,7 @@ class Float(ComfyTypeIO):
     Type = float
 
     class Input(WidgetInput):
-        fields = {"min": "min", "max": "max", "step": "step", "round": "round", "display_mode": "display",
+        fields: ClassVar[dict[str, str]] = {"min": "min", "max": "max", "step": "step", "round": "round", "display_mode": "display",
                   "gradient_stops": "gradient_stops"}
 
         def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
@@ -204,7 +204,7 @@ class String(ComfyTypeIO):
     Type = str
 
     class Input(WidgetInput):
-        fields = {"multiline": "multiline", "placeholder": "placeholder", "dynamic_prompts": "dynamicPrompts"}
+        fields: ClassVar[dict[str, str]] = {"multiline": "multiline", "placeholder": "placeholder", "dynamic_prompts": "dynamicPrompts"}
 
         def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
                      multiline=False, placeholder: str = None, default: str = None, dynamic_prompts: bool = None,
@@ -219,7 +219,7 @@ class Combo(ComfyTypeIO):
 
     class Input(WidgetInput):
         Type = str
-        fields = {"options": "options", "control_after_generate": "control_after_generate",
+        fields: ClassVar[dict[str, str]] = {"options": "options", "control_after_generate": "control_after_generate",
                   "image_folder": "image_folder"}
 
         def __init__(self, id: str, options: list[str] | list[int] | type[Enum] = None, display_name: str = None,
