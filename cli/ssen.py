@@ -53,8 +53,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                         gan_weight=args.gan_weight, eval_every=args.eval_every, save_every=args.save_every,
                         seed=args.seed, nf=args.nf, n_pre=args.blocks // 2, n_post=args.blocks - args.blocks // 2,
                         backbone=args.backbone, est_nf=est_nf, hr_nf=hr_nf, device=device,
-                        max_shift=args.max_shift, p_irrelevant=args.p_irrelevant, disp_weight=args.disp_weight,
-                        grid_weight=args.grid_weight, warm_steps=args.warm_steps,
+                        max_shift=args.max_shift, p_irrelevant=args.p_irrelevant,
+                        p_warped=args.p_warped, p_camera=args.p_camera, disp_weight=args.disp_weight,
+                        grid_weight=args.grid_weight, harm_weight=args.harm_weight, warm_steps=args.warm_steps,
                         init=args.init, amp=args.amp, workers=args.workers)
     path = train(opts)
     sys.stdout.write(f"{path}\n")
@@ -91,10 +92,16 @@ def register(subparsers) -> None:
     t.add_argument("--gan-weight", type=float, default=5e-3)
     t.add_argument("--max-shift", type=float, default=16.0, help="largest reference shift (LR pixels)")
     t.add_argument("--p-irrelevant", type=float, default=0.30, help="fraction of irrelevant references")
+    t.add_argument("--p-warped", type=float, default=0.30,
+                   help="fraction of references seen through a random similarity transform")
+    t.add_argument("--p-camera", type=float, default=0.0,
+                   help="fraction of references: such a view through the camera model (lens and motion blur, noise, JPEG)")
     t.add_argument("--disp-weight", type=float, default=0.005,
                    help="weight of the displacement supervision (where the true displacement is known)")
     t.add_argument("--grid-weight", type=float, default=2.0,
                    help="weight of the error energy at the 4-pixel-period grid frequencies (anti-checkerboard)")
+    t.add_argument("--harm-weight", type=float, default=0.0,
+                   help="weight of the regions where a reference made the output worse than without one")
     t.add_argument("--warm-steps", type=int, default=50, help="linear learning-rate warm-up steps")
     t.add_argument("--init", default=None, help="start from these weights (shape-compatible tensors copied)")
     t.add_argument("--eval-every", type=int, default=2000)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ...core.ssen.resample import SCALE
+from .camera import camera
 from .data import Sample, augment, make_lr
 from .options import KINDS, TrainOptions
 from .references import as_float, aug_field, degrade, jitter, rand, randint, view
@@ -25,7 +26,7 @@ class Batcher:
         self.opt, self.g = opt, gen
         area = torch.tensor([float(s.hr.shape[-1] * s.hr.shape[-2]) for s in self.samples])
         self.weights = area.sqrt() * torch.tensor([2.0 if s.refs else 1.0 for s in self.samples])
-        self.kind_p = torch.tensor([getattr(opt, f"p_{k}") for k in KINDS])
+        self.kind_p = torch.tensor([float(getattr(opt, f"p_{k}")) for k in KINDS])
 
     def _crop(self, img: torch.Tensor, y: int, x: int, size: int) -> torch.Tensor:
         h, w = img.shape[-2:]
@@ -63,12 +64,17 @@ class Batcher:
             a, b = gi + (y - yy), gj + (x - xx)
             disp = torch.stack(((a - gi) / SCALE, (b - gj) / SCALE))
             known = ((a >= 0) & (a <= S - 1) & (b >= 0) & (b <= S - 1)).float()[None]
-        elif kind == "warped":
+        elif kind in ("warped", "camera"):
             m = o.max_shift if rand(g) < 0.5 else min(4.0, o.max_shift)
             cy, cx = y + S / 2 + SCALE * rand(g, -m, m), x + S / 2 + SCALE * rand(g, -m, m)
             sc = math.exp(rand(g, math.log(o.scale_min), math.log(o.scale_max)))
             ang = math.radians(rand(g, -o.rot_deg, o.rot_deg))
-            ref = degrade(jitter(view(s.hr, cy, cx, S, sc, ang), g), g)
+            seen = view(s.hr, cy, cx, S, sc, ang)
+            if kind == "warped":
+                ref = degrade(jitter(seen, g), g)
+            else:  # another moment of a hand-held camera (as training/ssen/heldout.py's frames, other settings)
+                ref = camera(jitter(seen, g, 0.5)[None], g, blur=rand(g, 0.3, 0.8), motion=rand(g, 0.0, 2.5),
+                             noise=rand(g, 0.004, 0.016), quality=randint(g, 70, 95))[0]
             dy_, dx_ = (y + gi + 0.5) - cy, (x + gj + 0.5) - cx
             c, sn = math.cos(ang), math.sin(ang)
             a = (c * dy_ - sn * dx_) / sc + S / 2 - 0.5

@@ -82,6 +82,13 @@ def rephotograph(scene: torch.Tensor, centre: tuple[float, float], side: tuple[i
     grid = torch.stack((2 * sx / W - 1, 2 * sy / H - 1), -1)[None]  # continuous coords, pixel i covers [i, i+1)
     img = F.grid_sample(scene[None].float(), grid, mode="bicubic", padding_mode="border", align_corners=False)
     img = F.interpolate(img, size=(out_h, out_w), mode="bicubic", align_corners=False, antialias=True)
+    return camera(img, g, blur, motion, noise, quality)
+
+
+def camera(img: torch.Tensor, g: torch.Generator, blur: float = 0.5, motion: float = 0.0, noise: float = 0.01,
+           quality: int = 90) -> torch.Tensor:
+    """The camera model on an image ``[1,3,h,w]`` in [0,1]: lens blur σ ``blur`` px, linear motion blur of
+    ``motion`` px in a random direction, noise (σ² = noise² · (0.2 + value)) and JPEG ``quality`` (0: none)."""
     img = _gauss_blur(img, blur)
     img = _motion_blur(img, motion, float(torch.rand(1, generator=g)) * math.pi)
     img = img.clamp(0, 1)

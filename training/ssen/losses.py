@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ...core.ssen.match import luma
 
@@ -10,6 +11,17 @@ from ...core.ssen.match import luma
 def charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     """Per-sample Charbonnier loss ``[B]``: the mean of ``sqrt((x − y)² + eps²)`` over each sample."""
     return torch.sqrt((x - y) ** 2 + eps * eps).mean(tuple(range(1, x.ndim)))
+
+
+def harm(sr: torch.Tensor, sr_self: torch.Tensor, hr: torch.Tensor, region: int = 8, eps: float = 1e-3
+         ) -> torch.Tensor:
+    """How much worse than self-similarity (``sr_self``, no gradient) the output with a reference is: the mean over
+    ``region``² HR-px regions of the positive part of (Charbonnier error with the reference − without), so a
+    reference may help, and where it cannot, the network learns to leave it alone rather than to average."""
+    def err(x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(torch.sqrt((x - hr) ** 2 + eps * eps).mean(1, keepdim=True), region)
+
+    return (err(sr) - err(sr_self.detach())).clamp_min(0).mean()
 
 
 def grid_energy(err: torch.Tensor) -> torch.Tensor:

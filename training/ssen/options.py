@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ...core.ssen.model import SSENConfig
 
-KINDS = ("self", "exact", "warped", "partner", "other", "irrelevant")
+KINDS = ("self", "exact", "warped", "camera", "partner", "other", "irrelevant")
 VAL_MODES = ("self", "zoom0.67", "zoom1.5", "frame5", "irrelevant")  # quick validation during training
 
 
@@ -29,6 +29,7 @@ class TrainOptions:
     p_self: float = 0.15
     p_exact: float = 0.10
     p_warped: float = 0.30
+    p_camera: float = 0.0            # "warped" through the camera model (lens + motion blur, noise, JPEG)
     p_partner: float = 0.08          # falls back to "warped" for samples without a partner
     p_other: float = 0.07
     p_irrelevant: float = 0.30
@@ -38,6 +39,7 @@ class TrainOptions:
     scale_max: float = 1.5
     disp_weight: float = 0.005
     grid_weight: float = 2.0         # error energy at the 4-pixel-period grid frequencies (anti-checkerboard)
+    harm_weight: float = 0.0         # regions where a reference made the output worse than self-similarity
     init: str | None = None          # start from these weights (shape-compatible tensors copied)
     gan_steps: int = 0
     gan_weight: float = 5e-3

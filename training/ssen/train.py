@@ -44,7 +44,7 @@ from ...core.ssen.model import SSENet, param_count
 from .batching import Batcher, Stream
 from .data import builtin_photos, folder_samples, photo_samples
 from .discriminator import PatchDiscriminator
-from .losses import charbonnier, grid_energy
+from .losses import charbonnier, grid_energy, harm
 from .options import KINDS, VAL_MODES, TrainOptions
 from .validation import evaluate, val_text, validation_cases
 
@@ -220,6 +220,13 @@ def train(opt: TrainOptions, progress=None) -> Path:
             per_kind = [("disp", float(disp_loss.detach()))]
         else:
             per_kind = []
+        refs = torch.tensor([k != "self" for k in kinds], device=sr.device)
+        if opt.harm_weight and bool(refs.any()):
+            with torch.no_grad():
+                sr_self = model(lr_b[refs]).float()
+            h_loss = harm(sr[refs], sr_self, hr_b[refs])
+            loss = loss + opt.harm_weight * h_loss
+            per_kind.append(("harm", float(h_loss.detach())))
         if opt.grid_weight:
             g_loss = grid_energy(sr - hr_b)
             loss = loss + opt.grid_weight * g_loss
