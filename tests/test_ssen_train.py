@@ -103,7 +103,7 @@ def test_camera_references_are_degraded_views_with_true_displacements():
     b = Batcher(samples, opt, torch.Generator().manual_seed(1))
     errors = []
     for _ in range(40):
-        lr, hr, ref, disp, known, kind = b.item()
+        lr, _, ref, disp, known, kind = b.item()
         assert kind == "camera" and ref.shape == (3, 64, 64)
         assert torch.equal(ref, (ref * 255).round() / 255)  # JPEG-decoded: 8-bit values
         flow, score = coarse_flow(lr[None], bicubic_down(ref[None]))
