@@ -95,7 +95,8 @@ def register(subparsers) -> None:
     t.add_argument("--p-warped", type=float, default=0.30,
                    help="fraction of references seen through a random similarity transform")
     t.add_argument("--p-camera", type=float, default=0.0,
-                   help="fraction of references: such a view through the camera model (lens and motion blur, noise, JPEG)")
+                   help="fraction of references: such a view through the camera model (lens and motion blur, "
+                        "noise, JPEG)")
     t.add_argument("--disp-weight", type=float, default=0.005,
                    help="weight of the displacement supervision (where the true displacement is known)")
     t.add_argument("--grid-weight", type=float, default=2.0,

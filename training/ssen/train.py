@@ -11,6 +11,8 @@ that is not pixel-aligned and to leave an unrelated one alone:
 * ``warped``      the ground truth seen through a random similarity transform — shift up to ±``max_shift`` LR px
                   (half the samples within ±4), scale ``scale_min``–``scale_max``, rotation ±``rot_deg`` — with
                   colour jitter and sometimes blur or noise; partially overlapping when the shift is large
+* ``camera``      the same view through the camera model (:func:`.camera.camera`: lens and motion blur,
+                  signal-dependent noise, JPEG 70–95): another moment of a hand-held camera (0 % by default)
 * ``partner``     the sample's own reference (stereo partner, CUFED reference) at the same window, jittered
 * ``other``       another region of the same photo (similar texture, wrong content)
 * ``irrelevant``  a crop of another photo (random rot90 / flip, colour jitter)
@@ -18,12 +20,14 @@ that is not pixel-aligned and to leave an unrelated one alone:
 Loss: Charbonnier on the output, plus ``grid_weight`` × the error energy at the 4-pixel-period grid frequencies
 (:func:`grid_energy`), plus ``disp_weight`` × the mean L1 error of the composed displacement
 (:func:`aware_restore.core.ssen.infer.displacement`) where the true displacement is known (``self``, ``exact``,
-``warped``; textured positions whose content is inside the reference) — this keeps the offset map a faithful
-picture of where the reference is read; optional PatchGAN fine-tuning for the last ``gan_steps`` steps. Adam with
-a cosine schedule whose progress is ``max(step / steps, elapsed / max_minutes)``, so a wall-time budget ends the
-schedule cleanly; offset estimators at 0.25× the learning rate. Resumable (``OUT/last.pt``); exported as
-safetensors with the config and a training note. ``device="cuda"`` with ``amp`` (bf16 autocast) and ``workers``
-(batch-generating processes) is the GPU recipe (``training/ssen/gpu_train.sh``).
+``warped``, ``camera``; textured positions whose content is inside the reference) — this keeps the offset map a
+faithful picture of where the reference is read; plus ``harm_weight`` × :func:`.losses.harm` (the regions where the
+output with a reference is worse than the same network's output without one: a reference may be useless, never
+harmful); optional PatchGAN fine-tuning for the last ``gan_steps`` steps. Adam with a cosine schedule whose progress
+is ``max(step / steps, elapsed / max_minutes)``, so a wall-time budget ends the schedule cleanly; offset estimators
+at 0.25× the learning rate. Resumable (``OUT/last.pt``); exported as safetensors with the config and a training
+note. ``device="cuda"`` with ``amp`` (bf16 autocast) and ``workers`` (batch-generating processes) is the GPU recipe
+(``training/ssen/gpu_train.sh``).
 """
 
 from __future__ import annotations
@@ -220,9 +224,9 @@ def train(opt: TrainOptions, progress=None) -> Path:
             per_kind = [("disp", float(disp_loss.detach()))]
         else:
             per_kind = []
-        refs = torch.tensor([k != "self" for k in kinds], device=sr.device)
-        if opt.harm_weight and bool(refs.any()):
-            with torch.no_grad():
+        refs = torch.tensor([k != "self" for k in kinds], device=sr.device) if opt.harm_weight else None
+        if refs is not None and bool(refs.any()):
+            with torch.no_grad():  # the bar: the same network without the reference
                 sr_self = model(lr_b[refs]).float()
             h_loss = harm(sr[refs], sr_self, hr_b[refs])
             loss = loss + opt.harm_weight * h_loss
