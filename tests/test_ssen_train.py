@@ -46,6 +46,24 @@ def test_train_resume_and_export(tmp_path):
     assert opts["p_camera"] == 0.5 and opts["harm_weight"] == 1.0
 
 
+def test_validation_runs_with_the_scale_search_training_leaves_off(tmp_path, monkeypatch):
+    from aware_restore.training.ssen import train as train_mod
+
+    seen = []
+
+    def fake_data(opt):
+        def validate(model, final):
+            seen.append((final, model.scale_search))
+            return {}
+        return builtin_photos("train")[:2], validate, "test"
+
+    monkeypatch.setattr(train_mod, "_data", fake_data)
+    opt = train_mod.TrainOptions(out_dir=str(tmp_path / "run"), steps=2, batch=1, patch=8, nf=8, n_pre=1, n_post=1,
+                                 est_nf=8, hr_nf=8, eval_every=1, save_every=10)
+    train_mod.train(opt)
+    assert opt.scale_search is False and seen == [(False, True), (False, True), (True, True)]
+
+
 def test_harm_counts_only_regions_a_reference_made_worse():
     from aware_restore.training.ssen.losses import harm
 

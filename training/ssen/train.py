@@ -138,7 +138,7 @@ def train(opt: TrainOptions, progress=None) -> Path:
     out = Path(opt.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(opt.seed)
-    samples, validate, source = _data(opt)
+    samples, validate_on, source = _data(opt)
     cfg = opt.config()
     model = SSENet(cfg).to(opt.device)
     model.scale_search = opt.scale_search
@@ -174,6 +174,14 @@ def train(opt: TrainOptions, progress=None) -> Path:
     log.info("SSEN %s, %d parameters; %d training images (%s)", cfg, param_count(model), len(batcher.samples),
              source)
     amp = opt.amp and str(opt.device).startswith("cuda")
+
+    def validate(model: SSENet, final: bool) -> dict:
+        """Validation as users run the model (``load_ssen``: the scale search on), whatever training uses."""
+        model.scale_search = True
+        try:
+            return validate_on(model, final)
+        finally:
+            model.scale_search = opt.scale_search
 
     def frac() -> float:
         f = step / opt.steps
