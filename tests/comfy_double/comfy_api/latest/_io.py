@@ -172,8 +172,9 @@ class Int(ComfyTypeIO):
     Type = int
 
     class Input(WidgetInput):
-        fields: ClassVar[dict[str, str]] = {"min": "min", "max": "max", "step": "step", "control_after_generate": "control_after_generate",
-                  "display_mode": "display"}
+        fields: ClassVar[dict[str, str]] = {"min": "min", "max": "max", "step": "step",
+                                            "control_after_generate": "control_after_generate",
+                                            "display_mode": "display"}
 
         def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
                      default: int = None, min: int = None, max: int = None, step: int = None,
@@ -188,8 +189,8 @@ class Float(ComfyTypeIO):
     Type = float
 
     class Input(WidgetInput):
-        fields: ClassVar[dict[str, str]] = {"min": "min", "max": "max", "step": "step", "round": "round", "display_mode": "display",
-                  "gradient_stops": "gradient_stops"}
+        fields: ClassVar[dict[str, str]] = {"min": "min", "max": "max", "step": "step", "round": "round",
+                                            "display_mode": "display", "gradient_stops": "gradient_stops"}
 
         def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
                      default: float = None, min: float = None, max: float = None, step: float = None,
@@ -204,7 +205,8 @@ class String(ComfyTypeIO):
     Type = str
 
     class Input(WidgetInput):
-        fields: ClassVar[dict[str, str]] = {"multiline": "multiline", "placeholder": "placeholder", "dynamic_prompts": "dynamicPrompts"}
+        fields: ClassVar[dict[str, str]] = {"multiline": "multiline", "placeholder": "placeholder",
+                                            "dynamic_prompts": "dynamicPrompts"}
 
         def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
                      multiline=False, placeholder: str = None, default: str = None, dynamic_prompts: bool = None,
@@ -220,7 +222,7 @@ class Combo(ComfyTypeIO):
     class Input(WidgetInput):
         Type = str
         fields: ClassVar[dict[str, str]] = {"options": "options", "control_after_generate": "control_after_generate",
-                  "image_folder": "image_folder"}
+                                            "image_folder": "image_folder"}
 
         def __init__(self, id: str, options: list[str] | list[int] | type[Enum] = None, display_name: str = None,
                      optional=False, tooltip: str = None, lazy: bool = None, default: str | int | Enum = None,
